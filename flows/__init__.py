@@ -1,0 +1,1 @@
+"""Prefect flows over the stages in ``tasks``, and the ``prolab`` command line."""

@@ -1,0 +1,222 @@
+"""``prolab``: the command line over the same flows that the deployments run.
+
+stdout carries the result (an artifact directory, last line; or a table); stderr carries
+logs and progress. Expected failures (bad input, a damaged store) print one clear message
+and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+log = logging.getLogger("prolab")
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class UserError(Exception):
+    """An error the user can fix; its message is all they need to see."""
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--artifacts", metavar="DIR", default=None,
+                        help="artifact store root (default: $PROLAB_ARTIFACTS or ./artifacts)")
+
+
+def _add_label_space_options(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("describe")
+    source.add_argument("--dataset", help="a known dataset: its classes, in label order (default: demo)")
+    source.add_argument("--descriptors", type=Path, metavar="FILE",
+                        help="import a {class: [description, ...]} JSON file instead of asking an LLM")
+    source.add_argument("--llm", default="local",
+                        help="'local' (embedded model on 127.0.0.1), 'openai', or an OpenAI-compatible base URL")
+    source.add_argument("--model", help="model name at the LLM endpoint")
+    source.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    source.add_argument("--concurrency", type=int, default=4, help="LLM calls in flight at once")
+    parser.add_argument("--embedder", default="all-MiniLM-L6-v2", help="sentence-transformers hub name or path")
+    parser.add_argument("--k", type=int, default=16, help="number of properties")
+    parser.add_argument("--seed", type=int, default=0, help="k-means random_state")
+    _add_store(parser)
+
+
+def _label_space_params(args: argparse.Namespace):
+    from tasks.params import ClusterParams, DescribeParams, EmbedParams, LabelSpaceParams
+
+    dataset = args.dataset if args.dataset or args.descriptors else "demo"
+    return LabelSpaceParams(
+        describe=DescribeParams(dataset=dataset, descriptors=args.descriptors, llm=args.llm, model=args.model,
+                                api_key_env=args.api_key_env, concurrency=args.concurrency),
+        embed=EmbedParams(embedder=args.embedder),
+        cluster=ClusterParams(k=args.k, seed=args.seed),
+    )
+
+
+def cmd_label_space(args: argparse.Namespace) -> None:
+    from flows.label_space import label_space_flow
+
+    params = _label_space_params(args)
+    print(label_space_flow(params, artifacts=args.artifacts))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from flows.label_space import plan_label_space
+    from tasks.stage import explain
+    from tasks.store import ArtifactStore
+
+    store = ArtifactStore(args.artifacts)
+    stale = False
+    for stage, plan in plan_label_space(_label_space_params(args)).items():
+        fresh, why = explain(store, plan)
+        # Downstream of a stage that would run, the key already says it will run too.
+        print(f"{stage:10s} {plan.key}  {why}")
+        stale |= not fresh
+    if stale:
+        print("some stages would run", file=sys.stderr)
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from tasks.store import ArtifactStore
+
+    store = ArtifactStore(args.artifacts)
+    damaged = store.verify()
+    for directory, issues in damaged.items():
+        print(f"DAMAGED {directory}")
+        for issue in issues:
+            print(f"  {issue}")
+    if damaged:
+        raise UserError(f"{len(damaged)} damaged artifact(s) under {store.root}; "
+                        "the next run recomputes them")
+    print(f"all artifacts under {store.root} match their manifests", file=sys.stderr)
+
+
+def cmd_llm_serve(args: argparse.Namespace) -> None:
+    from tasks.llm_server import serve
+
+    serve(engine=args.engine, model=args.model, host="127.0.0.1", port=args.port)
+
+
+def cmd_server(args: argparse.Namespace) -> None:
+    from flows import server
+
+    local = server.local_server()
+    if args.action == "start":
+        server.start(local)
+        print(local.ui_url)
+    elif args.action == "stop":
+        stopped = server.stop(local)
+        print("stopped" if stopped else "not running (nothing started by this checkout)", file=sys.stderr)
+    else:
+        print(f"{local.ui_url} {'up' if server.is_healthy(local) else 'down'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prolab", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    label_space = commands.add_parser("label-space", help="describe -> embed -> cluster; prints the label space dir")
+    _add_label_space_options(label_space)
+    label_space.set_defaults(run=cmd_label_space)
+
+    status = commands.add_parser("status", help="per stage: up to date, or would run and why")
+    _add_label_space_options(status)
+    status.set_defaults(run=cmd_status)
+
+    verify = commands.add_parser("verify", help="check every artifact against its manifest")
+    _add_store(verify)
+    verify.set_defaults(run=cmd_verify)
+
+    llm = commands.add_parser("llm", help="the local LLM server").add_subparsers(dest="llm_command", required=True)
+    serve = llm.add_parser("serve", help="serve an OpenAI-compatible LLM on 127.0.0.1 (foreground)")
+    serve.add_argument("--engine", choices=["llama-cpp", "vllm"], default="llama-cpp")
+    serve.add_argument("--model", help="GGUF path (llama-cpp; default: the packaged Gemma-3-270M) "
+                                       "or a model name (vllm, e.g. meta-llama/Llama-2-7b-chat-hf)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=cmd_llm_serve)
+
+    prefect_server = commands.add_parser("server", help="the project's local Prefect server (127.0.0.1, SQLite)")
+    prefect_server.add_argument("action", choices=["start", "stop", "status"])
+    prefect_server.set_defaults(run=cmd_server)
+    return parser
+
+
+# Commands that run flows: they need the pinned Prefect API before prefect is imported.
+FLOW_COMMANDS = {"label-space", "train", "evaluate", "demo"}
+
+
+class _NoTraceback(logging.Filter):
+    """Prefect logs a failed task's traceback; a CLI user gets the one-line message instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def _quiet_library_logs(verbose: bool) -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if verbose:
+        return
+    import prefect  # noqa: F401  (configures its handlers)
+
+    for name in ("", "prefect", "prefect.task_runs", "prefect.flow_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_NoTraceback())
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean bad input or a damaged store, not a bug."""
+    from tasks.cluster import ClusterError
+    from tasks.datasets import UnknownDatasetError
+    from tasks.descriptors import DescriptorError
+    from tasks.embed import EmbedderError
+    from tasks.label_space import LabelSpaceError
+    from tasks.store import ArtifactError
+
+    return (UserError, DescriptorError, UnknownDatasetError, ClusterError, EmbedderError, LabelSpaceError,
+            ArtifactError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def _format_validation(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "parameters"
+        lines.append(f"{where}: {item['msg']}")
+    return "invalid parameters: " + "; ".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    run: Callable[[argparse.Namespace], None] = args.run
+    try:
+        if args.command in FLOW_COMMANDS:
+            from flows.server import use_local_server
+
+            use_local_server()
+            _quiet_library_logs(args.verbose)
+        run(args)
+    except ValidationError as error:
+        print(f"prolab: error: {_format_validation(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except _expected_errors() as error:
+        print(f"prolab: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("prolab: interrupted; finished artifacts are kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

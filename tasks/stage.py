@@ -1,0 +1,87 @@
+"""What every stage shares: a plan (its key, computed before any work) and materialisation.
+
+A plan is known without running anything, so ``prolab status`` and Prefect's cache
+policy both read the same key that the stage will write under.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.store import MANIFEST, ArtifactStore, artifact_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """A stage's identity: what determines its output, and so its key."""
+
+    stage: str
+    version: str
+    params: Mapping[str, Any]
+    inputs: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return artifact_key(self.stage, self.version, self.params, self.inputs)
+
+    def ref(self) -> str:
+        """How a downstream stage names this one among its inputs."""
+        return f"{self.stage}/{self.key}"
+
+
+def materialize(store: ArtifactStore, plan: StagePlan, build: Callable[[Path], None]) -> Path:
+    """The artifact for ``plan``: reused when present and intact, else built by ``build(tmp_dir)``."""
+    found = store.get(plan.stage, plan.key)
+    if found is not None:
+        log.info("%s: up to date (%s)", plan.stage, found.path)
+        return found.path
+    log.info("%s: computing %s", plan.stage, plan.key)
+    with store.create(plan.stage, plan.key, version=plan.version, params=plan.params, inputs=plan.inputs) as tmp:
+        build(tmp)
+    return store.path(plan.stage, plan.key)
+
+
+def explain(store: ArtifactStore, plan: StagePlan) -> tuple[bool, str]:
+    """Whether a stage is up to date and, if not, why: like ``dvc status``."""
+    found = store.get(plan.stage, plan.key)
+    if found is not None:
+        return True, "up to date"
+    previous = _latest_manifest(store, plan.stage)
+    if previous is None:
+        return False, "never run"
+    reasons = []
+    if previous.get("version") != plan.version:
+        reasons.append(f"stage version {previous.get('version')} -> {plan.version}")
+    reasons += _diff("parameter", previous.get("params", {}), dict(plan.params))
+    reasons += _diff("input", previous.get("inputs", {}), dict(plan.inputs))
+    return False, "changed since the last run: " + ("; ".join(reasons) or "unknown")
+
+
+def _latest_manifest(store: ArtifactStore, stage: str) -> dict | None:
+    stage_dir = store.root / stage
+    manifests = [d / MANIFEST for d in stage_dir.iterdir() if (d / MANIFEST).is_file()] if stage_dir.is_dir() else []
+    if not manifests:
+        return None
+    latest = max(manifests, key=lambda p: p.stat().st_mtime)
+    return json.loads(latest.read_text())
+
+
+def _diff(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before != after:
+            changes.append(f"{kind} {name}: {_short(before)} -> {_short(after)}")
+    return changes
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
