@@ -186,11 +186,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def _format_validation(error: ValidationError) -> str:
+    """Name each bad value by its command-line option."""
     lines = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "parameters"
+        where = f"--{str(item['loc'][-1]).replace('_', '-')}" if item["loc"] else "options"
         lines.append(f"{where}: {item['msg']}")
-    return "invalid parameters: " + "; ".join(lines)
+    return "; ".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
-def _mmseg_classes(class_name: str) -> Callable[[], list[str]]:
+def _mmseg_classes(class_name: str, renames: dict[str, str] | None = None) -> Callable[[], list[str]]:
+    """mmseg's class names, stripped ('bed ' in ADE20K), with the full names where mmseg shortened one."""
+
     def classes() -> list[str]:
         import mmseg.datasets
 
-        return list(getattr(mmseg.datasets, class_name).METAINFO["classes"])
+        names = [name.strip() for name in getattr(mmseg.datasets, class_name).METAINFO["classes"]]
+        return [(renames or {}).get(name, name) for name in names]
 
     return classes
 
@@ -34,11 +37,12 @@ def _demo_classes() -> list[str]:
 
 
 KNOWN_DATASETS: dict[str, Callable[[], list[str]]] = {
-    "ade20k": _mmseg_classes("ADE20KDataset"),
+    # ADE20K's objectInfo150 names class 136 "tank, storage tank"; the paper's descriptors say "storage tank".
+    "ade20k": _mmseg_classes("ADE20KDataset", {"tank": "storage tank"}),
     "coco-stuff": _mmseg_classes("COCOStuffDataset"),
     "pascal-context-59": _mmseg_classes("PascalContextDataset59"),
     "cityscapes": _mmseg_classes("CityscapesDataset"),
-    "bdd100k": _prolab_classes("BDD100KDataset"),
+    "bdd100k": _prolab_classes("ProLabBDD100KDataset"),
     "camvid": _prolab_classes("CamVidDataset"),
     "demo": _demo_classes,
 }

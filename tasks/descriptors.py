@@ -82,11 +82,16 @@ def order_by_classes(descriptions: Descriptions, classes: list[str], source: str
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"no descriptions for {', '.join(map(repr, missing))}")
+            parts.append(f"no descriptions for {_some(missing)}")
         if extra:
-            parts.append(f"classes not in the dataset: {', '.join(map(repr, extra))}")
+            parts.append(f"classes not in the dataset: {_some(extra)}")
         raise DescriptorError(f"{source}: " + "; ".join(parts))
     return {c: descriptions[c] for c in classes}
+
+
+def _some(names: list[str], shown: int = 8) -> str:
+    listed = ", ".join(map(repr, names[:shown]))
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def descriptions_table(descriptions: Descriptions) -> pd.DataFrame:

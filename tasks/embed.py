@@ -71,7 +71,7 @@ def load_encoder(name: str):  # -> SentenceTransformer, imported lazily (slow im
         offline = " (no network here: use a local path or a packaged model)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise EmbedderError(f"embedder {name!r} could not be loaded{offline}: {error}") from None
     transformer = model[0]
-    dimension = transformer.get_word_embedding_dimension()
+    dimension = transformer.get_embedding_dimension()
     return SentenceTransformer(modules=[transformer, Pooling(dimension, pooling_mode="mean"), Normalize()],
                                device=model.device)
 

@@ -1,4 +1,4 @@
-"""Session-wide fixtures: paths to ../shared and a fresh artifact store per test."""
+"""Session-wide settings: offline model loading, no analytics, a fresh artifact store per test."""
 
 from __future__ import annotations
 
@@ -7,19 +7,8 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PROLAB_SHARED", PROJECT_ROOT.parent / "shared"))
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def shared_path(relative: str) -> Path:
-    """A file under ../shared, or a clean skip naming what is absent."""
-    path = SHARED / relative
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the tests that use ../shared need it beside the project")
-    return path
 
 
 @pytest.fixture
@@ -27,3 +16,19 @@ def artifacts_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "artifacts"
     monkeypatch.setenv("PROLAB_ARTIFACTS", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real Prefect server (SQLite, 127.0.0.1) for the test session; its env for subprocesses."""
+    import socket
+
+    from flows.server import LocalServer, server_env, start, stop
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = start(LocalServer(tmp_path_factory.mktemp("prefect-home"), port))
+    env = server_env(server)
+    yield {**os.environ, **env, "PROLAB_PREFECT_HOME": str(server.home), "PROLAB_PREFECT_PORT": str(port)}
+    stop(server)

@@ -1,0 +1,118 @@
+"""The ``prolab`` command line, run as a user runs it: a real process and a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import PROJECT_ROOT, shared_path
+
+PROLAB = str(PROJECT_ROOT / ".venv" / "bin" / "prolab")
+CITYSCAPES = "data/prolab_descriptors/cityscapes_bdd_gpt3.5.json"
+
+
+def prolab(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PROLAB, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def cli_env(prefect_server: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    return {**prefect_server, "PROLAB_ARTIFACTS": str(tmp_path / "artifacts"), "HF_HUB_OFFLINE": "1"}
+
+
+def test_label_space_prints_its_directory_last_and_reruns_as_a_lookup(cli_env: dict[str, str]) -> None:
+    descriptors = str(shared_path(CITYSCAPES))
+    args = ["label-space", "--descriptors", descriptors, "--embedder", "all-MiniLM-L6-v2", "--k", "32", "--seed", "0"]
+    first = prolab(cli_env, *args)
+    assert first.returncode == 0, first.stderr
+    directory = Path(first.stdout.strip().splitlines()[-1])
+    assert (directory / "properties.parquet").is_file() and directory.parent.name == "cluster"
+    assert "embedding 185 new texts" in first.stderr
+
+    status = prolab(cli_env, "status", *args[1:])
+    assert status.returncode == 0 and status.stdout.count("up to date") == 3, status.stdout
+
+    again = prolab(cli_env, *args)
+    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == str(directory)
+    assert "new texts" not in again.stderr and again.stderr.count("Cached") == 3
+
+    changed = prolab(cli_env, "status", *args[1:-4], "--k", "30", "--seed", "0")
+    assert "cluster" in changed.stdout and "parameter k: 32 -> 30" in changed.stdout
+    assert changed.stdout.count("up to date") == 2
+
+
+def _write(path: Path, content: str | bytes) -> str:
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(path)
+
+
+BAD_DESCRIPTORS = {
+    "malformed JSON": ('{"car": ["red",', "malformed JSON at line 1"),
+    "top level not an object": ('[["car", "red"]]', "top level must be an object"),
+    "class with no descriptions": ('{"car": [], "road": ["grey"]}', 'class "car": has no descriptions'),
+    "description not a string": ('{"car": ["red", 4]}', 'class "car": description 2 is a number, expected text'),
+    "descriptions not a list": ('{"car": "red"}', 'class "car": expected a list'),
+    "empty description": ('{"car": ["red", "  "]}', 'class "car": description 2 is empty'),
+    "not UTF-8": (b'{"car": ["\xff\xfe red"]}', "not UTF-8"),
+    "no classes": ("{}", "no classes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DESCRIPTORS))
+def test_bad_descriptor_file_is_named_without_traceback(cli_env: dict[str, str], tmp_path: Path, case: str) -> None:
+    content, expected = BAD_DESCRIPTORS[case]
+    path = _write(tmp_path / "bad.json", content)
+    result = prolab(cli_env, "label-space", "--descriptors", path)
+    assert result.returncode != 0
+    assert expected in result.stderr and path in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--descriptors", "/nonexistent/descriptors.json"], "/nonexistent/descriptors.json: no such file"),
+    (["--k", "0"], "--k: Input should be greater than or equal to 1"),
+    (["--k", "-3"], "--k: Input should be greater than or equal to 1"),
+    (["--k", "187"], "k=187: must be between 1 and the number of descriptions (186)"),
+    (["--embedder", "no-such-org/no-such-model"], "embedder 'no-such-org/no-such-model' could not be loaded"),
+    (["--embedder", "/tmp"], "/tmp: not a sentence-transformers or Hugging Face model directory"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--dataset", "ade20k"], "no descriptions for 'floor', 'tree'"),
+    (["--llm", "ftp://example"], "llm must be 'local', 'openai' or an http(s) base URL"),
+])
+def test_bad_options_are_named_and_lose_nothing(cli_env: dict[str, str], args: list[str], expected: str) -> None:
+    descriptors = str(shared_path(CITYSCAPES))
+    if "--descriptors" not in args:
+        args = ["--descriptors", descriptors, *args]
+    result = prolab(cli_env, "label-space", *args)
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_failed_cluster_keeps_what_was_computed(cli_env: dict[str, str]) -> None:
+    descriptors = str(shared_path(CITYSCAPES))
+    failed = prolab(cli_env, "label-space", "--descriptors", descriptors, "--k", "1000")
+    assert failed.returncode == 1
+    store = Path(cli_env["PROLAB_ARTIFACTS"])
+    kept = sorted(p.parent.name for p in store.glob("*/*/manifest.json"))
+    assert kept == ["describe", "embed"]  # computed before the bad K was met, and kept
+    fixed = prolab(cli_env, "label-space", "--descriptors", descriptors, "--k", "8")
+    assert fixed.returncode == 0 and "new texts" not in fixed.stderr
+
+
+def test_verify_lists_damaged_artifacts(cli_env: dict[str, str]) -> None:
+    descriptors = str(shared_path(CITYSCAPES))
+    built = prolab(cli_env, "label-space", "--descriptors", descriptors, "--k", "4")
+    directory = Path(built.stdout.strip().splitlines()[-1])
+    assert prolab(cli_env, "verify").returncode == 0
+    target = directory / "quality.json"
+    data = bytearray(target.read_bytes())
+    data[5] ^= 0x01
+    target.write_bytes(bytes(data))
+    result = prolab(cli_env, "verify")
+    assert result.returncode == 1
+    assert f"DAMAGED {directory}" in result.stdout and "quality.json: sha256 differs" in result.stdout

@@ -1,0 +1,92 @@
+"""The artifact store: atomic creation, verification, damage detection, concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from tasks.store import MANIFEST, QUARANTINE, ArtifactStore, artifact_key
+
+
+def _write(store: ArtifactStore, key: str, text: str = "hello") -> Path:
+    with store.create("stage", key, version="1", params={"p": 1}, inputs={"in": "x"}) as tmp:
+        (tmp / "out.txt").write_text(text)
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "deep.bin").write_bytes(b"\x00\x01")
+    return store.path("stage", key)
+
+
+def test_key_depends_on_version_params_and_inputs() -> None:
+    base = artifact_key("s", "1", {"a": 1}, {"i": "k"})
+    assert base == artifact_key("s", "1", {"a": 1}, {"i": "k"})
+    assert len({base, artifact_key("s", "2", {"a": 1}, {"i": "k"}), artifact_key("s", "1", {"a": 2}, {"i": "k"}),
+                artifact_key("s", "1", {"a": 1}, {"i": "other"})}) == 4
+
+
+def test_created_artifact_has_manifest_with_hashes_params_and_libraries(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    path = _write(store, "k1")
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert manifest["stage"] == "stage" and manifest["params"] == {"p": 1} and manifest["inputs"] == {"in": "x"}
+    assert set(manifest["files"]) == {"out.txt", "sub/deep.bin"}
+    assert "torch" in manifest["libraries"] and manifest["seconds"] >= 0
+    assert store.get("stage", "k1").path == path
+    assert [p.name for p in (tmp_path / "stage").iterdir()] == ["k1"]  # no temporary left
+
+
+def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(RuntimeError), store.create("stage", "k", version="1", params={}, inputs={}) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert list((tmp_path / "stage").iterdir()) == []
+    assert store.get("stage", "k") is None
+
+
+@pytest.mark.parametrize("damage", ["flip", "delete", "add", "manifest"])
+def test_damaged_artifact_is_reported_never_a_hit(tmp_path: Path, damage: str) -> None:
+    store = ArtifactStore(tmp_path)
+    path = _write(store, "k")
+    target = path / "sub" / "deep.bin"
+    if damage == "flip":
+        data = bytearray(target.read_bytes())
+        data[0] ^= 0xFF
+        target.write_bytes(bytes(data))
+    elif damage == "delete":
+        target.unlink()
+    elif damage == "add":
+        (path / "stray.txt").write_text("?")
+    else:
+        (path / MANIFEST).write_text("{not json")
+    problems = store.verify()
+    assert list(problems) == [path] and problems[path]
+    assert store.get("stage", "k") is None  # not a hit ...
+    assert not path.exists() and any((tmp_path / QUARANTINE).iterdir())  # ... and moved aside, not deleted
+    _write(store, "k")  # the next run recomputes it
+    assert store.get("stage", "k") is not None and store.verify() == {}
+
+
+def test_concurrent_writers_of_one_key_both_succeed(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with store.create("stage", "same", version="1", params={}, inputs={}) as tmp:
+                (tmp / "out.txt").write_text("identical")
+                barrier.wait()
+        except BaseException as error:  # noqa: BLE001 - collected for the assertion
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [p.name for p in (tmp_path / "stage").iterdir()] == ["same"]
+    assert store.verify() == {}
