@@ -1,0 +1,1 @@
+"""Tools for datasets prepared by hand: see data/README.md."""
