@@ -1,0 +1,49 @@
+"""The build entry point: when it compiles the CUDA kernel, and that a second run is a no-op."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from csrc.build import build, current_cuda_plan, main, plan_cuda
+from csrc.extension import ExtensionInfo
+
+
+@pytest.mark.parametrize(
+    ("torch_cuda", "nvcc", "gpu", "env", "expected", "reason"),
+    [
+        ("12.8", "13.0", True, None, False, "nvcc 13.0 does not match torch's CUDA 12.8"),
+        ("12.8", "13.0", False, "1", False, "nvcc 13.0 does not match torch's CUDA 12.8"),
+        ("12.8", "12.8", True, None, True, "a GPU is visible"),
+        ("12.8", "12.8", False, None, False, "no GPU visible"),
+        ("12.8", "12.8", False, "1", True, "PROLAB_BUILD_CUDA=1"),
+        ("12.8", "12.8", True, "0", False, "PROLAB_BUILD_CUDA=0"),
+        (None, "12.8", False, "1", False, "CPU-only build"),
+        ("12.8", None, True, None, False, "no CUDA toolkit"),
+    ],
+)
+def test_plan_cuda(
+    torch_cuda: str | None, nvcc: str | None, gpu: bool, env: str | None, expected: bool, reason: str
+) -> None:
+    plan = plan_cuda(torch_cuda, nvcc, gpu, env)
+    assert plan.build is expected
+    assert reason in plan.reason
+
+
+def test_second_build_is_a_fast_no_op(extension: ExtensionInfo) -> None:
+    start = time.perf_counter()
+    result = build()
+    assert not result.rebuilt
+    assert time.perf_counter() - start < 5
+    assert result.stamp.torch_version == torch.__version__
+    assert result.stamp.cuda == current_cuda_plan().build == extension.cuda
+
+
+def test_main_says_what_it_built_and_why(extension: ExtensionInfo, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "up to date" in out
+    assert ("CPU + CUDA" if extension.cuda else "CPU only") in out
+    assert current_cuda_plan().reason in out
