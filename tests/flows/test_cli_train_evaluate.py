@@ -1,0 +1,91 @@
+"""``prolab train`` and ``prolab evaluate`` as a user runs them, on the generated demo data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from data.demo import DEMO_CLASSES
+from tests.support import PROJECT_ROOT, shared_path
+
+PROLAB = str(PROJECT_ROOT / ".venv" / "bin" / "prolab")
+TINY = ["--cfg-options", "train_cfg.max_iters=2", "train_dataloader.batch_size=2"]
+
+
+def prolab(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PROLAB, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def last_line(result: subprocess.CompletedProcess[str]) -> Path:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def env(prefect_server: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return {**prefect_server, "PROLAB_ARTIFACTS": str(tmp_path_factory.mktemp("store")), "HF_HUB_OFFLINE": "1"}
+
+
+def demo_label_space(env: dict[str, str], directory: Path, k: int) -> Path:
+    descriptors = directory / f"demo-{k}.json"
+    descriptors.write_text(json.dumps({c: [f"{c} shape", f"colour of a {c}", f"where a {c} is"]
+                                       for c in DEMO_CLASSES}))
+    return last_line(prolab(env, "label-space", "--dataset", "demo", "--descriptors", str(descriptors), "--k", str(k)))
+
+
+@pytest.fixture(scope="module")
+def label_space(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_label_space(env, tmp_path_factory.mktemp("descriptors"), k=6)
+
+
+@pytest.fixture(scope="module")
+def run(env: dict[str, str], label_space: Path) -> Path:
+    return last_line(prolab(env, "train", "--config", "demo", "--label-space", str(label_space), *TINY))
+
+
+def test_train_prints_a_run_with_its_checkpoint_and_reruns_cached(env: dict[str, str], label_space: Path,
+                                                                   run: Path) -> None:
+    assert run.parent.name == "train" and list(run.glob("iter_2.pth"))
+    assert json.loads((run / "manifest.json").read_text())["inputs"]["label_space"] == f"cluster/{label_space.name}"
+    again = prolab(env, "train", "--config", "demo", "--label-space", str(label_space), *TINY)
+    assert last_line(again) == run and "Cached" in again.stderr
+
+
+def test_evaluate_writes_metrics_and_pictures(env: dict[str, str], label_space: Path, run: Path) -> None:
+    result = prolab(env, "evaluate", "--config", "demo", "--label-space", str(label_space), "--checkpoint", str(run),
+                    "--split", "test", *TINY)
+    out = last_line(result)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["mIoU"] <= 100 and 0 <= metrics["aAcc"] <= 100
+    assert set(metrics["per_class_iou"]) == set(DEMO_CLASSES)
+    assert "property_precision_mean" in metrics and {"precision", "recall"} <= set(metrics["properties"][0])
+    assert list(out.glob("*.png"))
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--config", "no-such-config"], "config 'no-such-config': not a known name"),
+    (["--config", "demo", "--data-root", "/nonexistent/demo"], "/nonexistent/demo"),
+])
+def test_bad_train_input_is_named(env: dict[str, str], label_space: Path, args: list[str], expected: str) -> None:
+    result = prolab(env, "train", "--label-space", str(label_space), *args, *TINY)
+    assert result.returncode != 0 and expected in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_label_space_of_another_dataset_is_refused(env: dict[str, str], tmp_path: Path) -> None:
+    cityscapes = last_line(prolab(env, "label-space", "--descriptors",
+                                  str(shared_path("data/prolab_descriptors/cityscapes_bdd_gpt3.5.json")), "--k", "8"))
+    result = prolab(env, "train", "--config", "demo", "--label-space", str(cityscapes), *TINY)
+    assert result.returncode != 0
+    assert "label space has 19 classes but the dataset ProLabDemoDataset has 7" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_checkpoint_from_another_label_space_is_refused(env: dict[str, str], run: Path, tmp_path: Path) -> None:
+    other = demo_label_space(env, tmp_path, k=5)
+    result = prolab(env, "evaluate", "--config", "demo", "--label-space", str(other), "--checkpoint", str(run), *TINY)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "label space" in result.stderr and str(run) in result.stderr, result.stderr[-2000:]
