@@ -116,3 +116,30 @@ def test_verify_lists_damaged_artifacts(cli_env: dict[str, str]) -> None:
     result = prolab(cli_env, "verify")
     assert result.returncode == 1
     assert f"DAMAGED {directory}" in result.stdout and "quality.json: sha256 differs" in result.stdout
+
+
+def test_deleted_artifact_behind_a_prefect_cache_record_is_recomputed(cli_env: dict[str, str]) -> None:
+    descriptors = str(shared_path(CITYSCAPES))
+    args = ["label-space", "--descriptors", descriptors, "--k", "6"]
+    directory = Path(prolab(cli_env, *args).stdout.strip().splitlines()[-1])
+    shutil.rmtree(directory)  # Prefect still holds a Cached record pointing here
+    again = prolab(cli_env, *args)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == str(directory)
+    assert (directory / "properties.parquet").is_file()
+    assert f"cluster: computing {directory.name}" in again.stderr
+
+
+def test_label_space_from_the_embedded_llm(cli_env: dict[str, str]) -> None:
+    """``--llm local``: the packaged Gemma served on 127.0.0.1 describes the classes."""
+    result = prolab(cli_env, "label-space", "--dataset", "camvid", "--llm", "local", "--k", "12")
+    assert result.returncode == 0, result.stderr[-3000:]
+    directory = Path(result.stdout.strip().splitlines()[-1])
+    described = Path(cli_env["PROLAB_ARTIFACTS"]) / "describe"
+    (describe_dir,) = described.iterdir()
+    descriptions = json.loads((describe_dir / "descriptions.json").read_text())
+    assert list(descriptions)[:3] == ["sky", "building", "pole"] and all(descriptions.values())
+    report = json.loads((describe_dir / "describe_report.json").read_text())
+    assert report["model"] == "gemma-3-270m-q4_k_m" and report["calls_made"] >= 11
+    assert (describe_dir / "raw_replies.json").is_file()
+    assert json.loads((directory / "label_space.json").read_text())["classes"][0] == "sky"
