@@ -82,6 +82,44 @@ def cmd_status(args: argparse.Namespace) -> None:
         print("some stages would run", file=sys.stderr)
 
 
+def _train_params(args: argparse.Namespace):
+    from tasks.params import TrainParams
+
+    return TrainParams(config=args.config, data_root=args.data_root, cfg_options=args.cfg_options or {})
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from flows.end_to_end import train_on_label_space_flow
+
+    print(train_on_label_space_flow(str(_existing(args.label_space, "--label-space")), _train_params(args), artifacts=args.artifacts))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from flows.end_to_end import evaluate_checkpoint_flow
+    from tasks.params import EvaluateParams
+
+    print(evaluate_checkpoint_flow(str(_existing(args.label_space, "--label-space")),
+                        str(_existing(args.checkpoint, "--checkpoint")), _train_params(args),
+                        EvaluateParams(split=args.split), artifacts=args.artifacts))
+
+
+def _existing(path: Path, option: str) -> Path:
+    if not path.exists():
+        raise UserError(f"{option} {path}: no such file or directory")
+    return path.resolve()
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from mmengine.config import DictAction
+
+    parser.add_argument("--config", default="demo", help="config name (demo, camvid, ade20k, ...) or file")
+    parser.add_argument("--data-root", type=Path, help="dataset root (default: the config's; demo: generated)")
+    parser.add_argument("--label-space", type=Path, required=True, help="label space directory")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                        help="override config settings, e.g. train_cfg.max_iters=400")
+    _add_store(parser)
+
+
 def cmd_verify(args: argparse.Namespace) -> None:
     from tasks.store import ArtifactStore
 
@@ -100,7 +138,9 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def cmd_llm_serve(args: argparse.Namespace) -> None:
     from tasks.llm_server import serve
 
-    serve(engine=args.engine, model=args.model, host="127.0.0.1", port=args.port)
+    status = serve(engine=args.engine, model=args.model, host="127.0.0.1", port=args.port)
+    if status:
+        raise UserError(f"the {args.engine} server exited with status {status}")
 
 
 def cmd_server(args: argparse.Namespace) -> None:
@@ -111,10 +151,66 @@ def cmd_server(args: argparse.Namespace) -> None:
         server.start(local)
         print(local.ui_url)
     elif args.action == "stop":
+        from flows import worker
+
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        worker.stop(worker.local_worker())  # first: it marks its stopped runs through the server
         stopped = server.stop(local)
         print("stopped" if stopped else "not running (nothing started by this checkout)", file=sys.stderr)
     else:
         print(f"{local.ui_url} {'up' if server.is_healthy(local) else 'down'}")
+
+
+def _json_params(text: str | None) -> dict | None:
+    import json
+
+    try:
+        return json.loads(text) if text else None
+    except ValueError as error:
+        raise UserError(f"--params: not JSON ({error})") from None
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from flows import deploy
+
+    try:
+        params = _json_params(args.params)
+        flow_run = deploy.demo({"params": params} if params else None)
+    except deploy.DeploymentError as error:
+        raise UserError(str(error)) from None
+    url = deploy.flow_run_url(flow_run.id)
+    print(f"Prefect UI: {deploy.ui_url()}  (stop it with `prolab server stop`)")
+    print(url)
+    if not flow_run.state.is_completed():
+        raise UserError(f"the end-to-end run ended {flow_run.state.name}: {flow_run.state.message}")
+
+
+def cmd_deploy(args: argparse.Namespace) -> None:
+    from flows import deploy
+
+    try:
+        names = deploy.deploy_all()
+    except deploy.DeploymentError as error:
+        raise UserError(str(error)) from None
+    print("\n".join(names))
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from flows import worker
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    local = worker.local_worker()
+    if args.action == "start":
+        from flows.server import use_local_server
+
+        use_local_server()
+        worker.start(local)
+        print(f"worker {local.name} polls {local.pool}; log {local.log_file}", file=sys.stderr)
+    elif args.action == "stop":
+        stopped = worker.stop(local)
+        print("stopped" if stopped else "not running", file=sys.stderr)
+    else:
+        print(f"{local.name} {'up' if worker.is_running(local) else 'down'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="per stage: up to date, or would run and why")
     _add_label_space_options(status)
     status.set_defaults(run=cmd_status)
+
+    train = commands.add_parser("train", help="train a model on a label space; prints the run's directory")
+    _add_model_options(train)
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a run; prints the directory holding metrics.json")
+    _add_model_options(evaluate)
+    evaluate.add_argument("--split", choices=["val", "test"], default="val")
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="a training run directory or a .pth file")
+    evaluate.set_defaults(run=cmd_evaluate)
 
     verify = commands.add_parser("verify", help="check every artifact against its manifest")
     _add_store(verify)
@@ -145,11 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
     prefect_server = commands.add_parser("server", help="the project's local Prefect server (127.0.0.1, SQLite)")
     prefect_server.add_argument("action", choices=["start", "stop", "status"])
     prefect_server.set_defaults(run=cmd_server)
+
+    demo = commands.add_parser("demo", help="server + worker + deployments, then the end-to-end run; "
+                                            "prints the UI and the run's address")
+    demo.add_argument("--params", metavar="JSON",
+                      help="EndToEndParams (tasks/params.py) as JSON, e.g. "
+                           "'{\"train\": {\"cfg_options\": {\"train_cfg.max_iters\": 20}}}'; default: the demo's")
+    demo.set_defaults(run=cmd_demo)
+
+    deploy = commands.add_parser("deploy", help="apply prefect.yaml's deployments (prefect deploy --all)")
+    deploy.set_defaults(run=cmd_deploy)
+
+    prefect_worker = commands.add_parser("worker", help="the local process worker of the prolab-local pool")
+    prefect_worker.add_argument("action", choices=["start", "stop", "status"])
+    prefect_worker.set_defaults(run=cmd_worker)
     return parser
 
 
 # Commands that run flows: they need the pinned Prefect API before prefect is imported.
-FLOW_COMMANDS = {"label-space", "train", "evaluate", "demo"}
+FLOW_COMMANDS = {"label-space", "train", "evaluate", "demo", "deploy"}
 
 
 class _NoTraceback(logging.Filter):
@@ -179,10 +299,14 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from tasks.descriptors import DescriptorError
     from tasks.embed import EmbedderError
     from tasks.label_space import LabelSpaceError
+    from tasks.llm import DescribeError
+    from tasks.llm_server import LLMServerError
+    from prolab_models.datasets import DatasetLayoutError
+    from prolab_models.errors import ProLabInputError
     from tasks.store import ArtifactError
 
-    return (UserError, DescriptorError, UnknownDatasetError, ClusterError, EmbedderError, LabelSpaceError,
-            ArtifactError, FileNotFoundError, NotADirectoryError, PermissionError)
+    return (UserError, DescriptorError, DatasetLayoutError, ProLabInputError, UnknownDatasetError, ClusterError, EmbedderError, LabelSpaceError,
+            DescribeError, LLMServerError, ArtifactError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def _format_validation(error: ValidationError) -> str:

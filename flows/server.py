@@ -8,6 +8,7 @@ reuses the same database.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -103,6 +104,21 @@ def start(server: LocalServer | None = None) -> LocalServer:
     raise RuntimeError(f"the Prefect server did not answer within {STARTUP_TIMEOUT_S:.0f} s; see {server.log_file}")
 
 
+def wait_group_gone(pid: int, seconds: float) -> bool:
+    """Whether the process group led by ``pid`` ended within ``seconds``. A leader started by
+    this process is reaped, or it would linger as a zombie and look alive."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def stop(server: LocalServer | None = None) -> bool:
     """Stop the server (and its process group) if this checkout started it."""
     server = server or local_server()
@@ -111,10 +127,8 @@ def stop(server: LocalServer | None = None) -> bool:
     pid = json.loads(server.state_file.read_text())["pid"]
     try:
         os.killpg(pid, signal.SIGTERM)
-        for _ in range(40):
-            os.killpg(pid, 0)
-            time.sleep(0.25)
-        os.killpg(pid, signal.SIGKILL)
+        if not wait_group_gone(pid, 10.0):
+            os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     server.state_file.unlink(missing_ok=True)

@@ -465,13 +465,23 @@ def describe_classes(
         )
         with client, ThreadPoolExecutor(settings.concurrency, thread_name_prefix="describe") as pool:
             futures = {pool.submit(_ask, client, name, settings): name for name in pending}
+            unreachable = ""
             for future in as_completed(futures):
                 name = futures[future]
+                if future.cancelled():
+                    reasons[name] = f"not asked, the endpoint stopped answering ({unreachable})"
+                    continue
                 try:
                     answer = future.result()
                 except openai.OpenAIError as error:
                     reasons[name] = _failure_reason(error, key)
                     log.error("could not describe %r: %s", name, reasons[name])
+                    if isinstance(error, openai.APIConnectionError) and not unreachable:
+                        # The client already retried this connection with backoff: the endpoint is
+                        # gone, and asking each queued class would wait out the same backoff again.
+                        unreachable = type(error).__name__
+                        for queued in futures:
+                            queued.cancel()
                     continue
                 report.calls_made += answer.calls
                 report.retried += answer.retried

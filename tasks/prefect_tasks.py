@@ -19,7 +19,9 @@ from prefect.context import TaskRunContext
 from tasks.cluster import run_cluster
 from tasks.describe import run_describe
 from tasks.embed import run_embed
-from tasks.params import ClusterParams, DescribeParams, EmbedParams
+from tasks.model_stages import run_evaluate, run_train
+from tasks.params import ClusterParams, DescribeParams, EmbedParams, EvaluateParams, TrainParams
+from tasks.reports import report_stage
 from tasks.stage import StagePlan
 from tasks.store import ArtifactStore
 
@@ -53,14 +55,35 @@ def task_options(store: ArtifactStore) -> dict[str, Any]:
 
 @task(name="describe", task_run_name="describe {params.dataset}", retries=1, retry_delay_seconds=5)
 def describe_task(plan: StagePlan, params: DescribeParams, store_root: str) -> str:
-    return str(run_describe(plan, params, ArtifactStore(store_root)))
+    described = run_describe(plan, params, ArtifactStore(store_root))
+    report_stage("describe", described)
+    return str(described)
 
 
 @task(name="embed", task_run_name="embed with {params.embedder}")
 def embed_task(described: str, plan: StagePlan, params: EmbedParams, store_root: str) -> str:
-    return str(run_embed(Path(described), plan, params, ArtifactStore(store_root)))
+    embedded = run_embed(Path(described), plan, params, ArtifactStore(store_root))
+    report_stage("embed", embedded)
+    return str(embedded)
 
 
 @task(name="cluster", task_run_name="cluster k={params.k}")
 def cluster_task(embedded: str, plan: StagePlan, params: ClusterParams, store_root: str) -> str:
-    return str(run_cluster(Path(embedded), plan, params, ArtifactStore(store_root)))
+    label_space = run_cluster(Path(embedded), plan, params, ArtifactStore(store_root))
+    report_stage("cluster", label_space)
+    return str(label_space)
+
+
+@task(name="train", task_run_name="train {params.config}")
+def train_task(label_space: str, plan: StagePlan, params: TrainParams, store_root: str) -> str:
+    run = run_train(Path(label_space), plan, params, ArtifactStore(store_root))
+    report_stage("train", run)
+    return str(run)
+
+
+@task(name="evaluate", task_run_name="evaluate {params.split}")
+def evaluate_task(label_space: str, run: str, plan: StagePlan, train: TrainParams, params: EvaluateParams,
+                  store_root: str) -> str:
+    evaluated = run_evaluate(Path(label_space), Path(run), plan, train, params, ArtifactStore(store_root))
+    report_stage("evaluate", evaluated)
+    return str(evaluated)

@@ -194,7 +194,9 @@ class ArtifactStore:
             if not stage_dir.is_dir() or stage_dir.name.startswith("."):
                 continue
             for directory in sorted(stage_dir.iterdir()):
-                if directory.is_dir() and not directory.name.startswith(TMP_PREFIX):
+                # Hidden entries are work in progress, not artifacts: ``.tmp-*`` (an artifact being
+                # written) and ``train/.work-*`` (a resumable training run killed before it finished).
+                if directory.is_dir() and not directory.name.startswith("."):
                     yield directory
 
     def verify(self) -> dict[Path, list[str]]:

@@ -98,7 +98,7 @@ def test_failed_cluster_keeps_what_was_computed(cli_env: dict[str, str]) -> None
     failed = prolab(cli_env, "label-space", "--descriptors", descriptors, "--k", "1000")
     assert failed.returncode == 1
     store = Path(cli_env["PROLAB_ARTIFACTS"])
-    kept = sorted(p.parent.name for p in store.glob("*/*/manifest.json"))
+    kept = sorted(p.parent.parent.name for p in store.glob("*/*/manifest.json"))
     assert kept == ["describe", "embed"]  # computed before the bad K was met, and kept
     fixed = prolab(cli_env, "label-space", "--descriptors", descriptors, "--k", "8")
     assert fixed.returncode == 0 and "new texts" not in fixed.stderr

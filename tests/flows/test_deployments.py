@@ -1,0 +1,120 @@
+"""The deployments of ``prefect.yaml`` run by a real worker on a real server, as users run them:
+``prolab demo``, then ``prefect deployment run`` with changed and unchanged parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.helpers.prefect_runs import (
+    PREFECT, PROLAB, STAGES, DemoRun, api, pipeline_params, run_artifact_keys, run_command, stage_states,
+    start_deployment, wait_final, write_descriptors,
+)
+
+
+def test_demo_runs_the_pipeline_and_prints_the_ui_and_the_run_address_last(demo_run: DemoRun) -> None:
+    lines = demo_run.stdout.strip().splitlines()
+    ui = demo_run.env["PREFECT_API_URL"].removesuffix("/api")
+    assert lines[-2].startswith(f"Prefect UI: {ui}")
+    assert lines[-1] == f"{ui}/runs/flow-run/{demo_run.flow_run_id}"
+    assert wait_final(demo_run.env, demo_run.flow_run_id).state.name == "Completed"
+    assert stage_states(demo_run.env, demo_run.flow_run_id, 5) == dict.fromkeys(STAGES, "Completed")
+    assert {path.parent.parent.name for path in demo_run.store.glob("*/*/manifest.json")} == set(STAGES)
+    keys = run_artifact_keys(demo_run.env, demo_run.flow_run_id)
+    assert {"describe", "embed", "label-space", "label-space-matrix", "label-space-sizes", "train", "train-curves",
+            "evaluate", "evaluate-overlays", "evaluate-confusion-matrix"} <= keys, keys
+    print(f"prolab demo (worker + deploy + first end-to-end run): {demo_run.seconds:.1f} s")
+
+
+def test_an_unchanged_rerun_is_cached_in_every_stage(demo_run: DemoRun) -> None:
+    started = time.monotonic()
+    flow_run = wait_final(demo_run.env, start_deployment(demo_run.env, "end-to-end/end-to-end", demo_run.params))
+    assert flow_run.state.name == "Completed", flow_run.state.message
+    assert stage_states(demo_run.env, flow_run.id, 5) == dict.fromkeys(STAGES, "Cached")
+    print(f"cached end-to-end rerun: {time.monotonic() - started:.1f} s")
+
+
+def test_editing_one_class_reruns_every_stage_and_embeds_only_its_new_texts(demo_run: DemoRun,
+                                                                             tmp_path: Path) -> None:
+    edited = write_descriptors(tmp_path / "descriptors.json", edited="car")
+    params = pipeline_params(edited, demo_run.data_root)
+    flow_run = wait_final(demo_run.env, start_deployment(demo_run.env, "end-to-end/end-to-end", params))
+    assert flow_run.state.name == "Completed", flow_run.state.message
+    assert stage_states(demo_run.env, flow_run.id, 5) == dict.fromkeys(STAGES, "Completed")
+    reports = [json.loads(path.read_text()) for path in demo_run.store.glob("embed/*/embed_report.json")]
+    assert {(report["encoded"], report["reused"]) for report in reports} == {(21, 0), (3, 18)}
+
+
+def test_a_stage_deployment_computes_only_that_stage(demo_run: DemoRun) -> None:
+    params = {**demo_run.params, "label_space": {**demo_run.params["label_space"], "cluster": {"k": 5}}}
+    before = set(demo_run.store.glob("*/*/manifest.json"))
+    flow_run = wait_final(demo_run.env, start_deployment(demo_run.env, "cluster/cluster", params))
+    assert flow_run.state.name == "Completed", flow_run.state.message
+    assert stage_states(demo_run.env, flow_run.id, 1) == {"cluster": "Completed"}
+    assert [path.parent.parent.name for path in set(demo_run.store.glob("*/*/manifest.json")) - before] == ["cluster"]
+
+
+def test_a_stage_without_its_input_fails_naming_the_stage_to_run_first(demo_run: DemoRun) -> None:
+    params = {**demo_run.params, "label_space": {**demo_run.params["label_space"], "cluster": {"k": 6}}}
+    flow_run = wait_final(demo_run.env, start_deployment(demo_run.env, "train/train", params))
+    assert flow_run.state.name == "Failed"
+    assert "run the cluster stage first" in flow_run.state.message
+    assert stage_states(demo_run.env, flow_run.id, 0, timeout=2) == {}
+
+
+def test_a_bad_parameter_is_refused_with_its_name_before_any_run_exists(demo_run: DemoRun) -> None:
+    with api(demo_run.env) as client:
+        runs_before = len(client.read_flow_runs())
+    cases = {
+        '{"params": {"label_space": {"cluster": {"k": 0}}}}':
+            "'params.label_space.cluster.k'. Failure reason: 0 is less than the minimum of 1",
+        '{"params": {"train": {"cfg_option": {}}}}': "('cfg_option' was unexpected)",
+        '{"params": {"evaluate": {"split": "training"}}}': "'params.evaluate.split'",
+    }
+    for params, expected in cases.items():
+        result = run_command(demo_run.env, PREFECT, "deployment", "run", "end-to-end/end-to-end", "--params", params)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and expected in output, output
+    with api(demo_run.env) as client:
+        assert len(client.read_flow_runs()) == runs_before
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_server_stop_ends_server_and_worker_and_a_restart_keeps_the_database(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
+    env.update(PROLAB_PREFECT_HOME=str(tmp_path / "prefect"), PROLAB_PREFECT_PORT=str(_free_port()))
+    try:
+        started = run_command(env, PROLAB, "server", "start")
+        assert started.returncode == 0, started.stderr
+        ui = started.stdout.strip()
+        assert run_command(env, PROLAB, "worker", "start").returncode == 0
+        pids = [json.loads((tmp_path / "prefect" / name).read_text())["pid"] for name in ("server.json", "worker.json")]
+        assert all(_alive(pid) for pid in pids)
+
+        stopped = run_command(env, PROLAB, "server", "stop")
+        assert stopped.returncode == 0 and "stopped" in stopped.stderr
+        assert not any(_alive(pid) for pid in pids)
+        assert run_command(env, PROLAB, "server", "status").stdout.strip() == f"{ui} down"
+
+        assert run_command(env, PROLAB, "server", "start").returncode == 0
+        with urllib.request.urlopen(f"{ui}/api/work_pools/prolab-local") as response:  # made before the restart
+            assert json.load(response)["type"] == "process"
+    finally:
+        run_command(env, PROLAB, "server", "stop")
