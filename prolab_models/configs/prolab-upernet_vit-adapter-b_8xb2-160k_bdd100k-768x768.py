@@ -1,0 +1,25 @@
+# ProLab, UPerNet + ViT-Adapter-B (DeiT-B) on BDD100K (paper: 65.7 mIoU), 768 crops.
+_base_ = [
+    './_base_/models/upernet_vit-adapter-b_prolab.py',
+    'mmseg::_base_/datasets/bdd100k.py',
+    'mmseg::_base_/default_runtime.py',
+    './_base_/schedules/schedule_160k_layer-decay.py',
+]
+custom_imports = dict(imports=['prolab_models'], allow_failed_imports=False)
+crop_size = (768, 768)
+dataset_type = 'ProLabBDD100KDataset'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='RandomResize', scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(512, 512)))
+train_dataloader = dict(batch_size=2, dataset=dict(type=dataset_type, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(type=dataset_type))
+test_dataloader = val_dataloader

@@ -1,0 +1,10 @@
+# ProLab on CamVid on a CPU: ViT-Adapter-T from scratch, batch 4 of 256x256 crops, 400 iterations.
+_base_ = [
+    './_base_/models/upernet_vit-adapter-t_prolab_cpu.py',
+    './_base_/datasets/camvid.py',
+    './_base_/default_runtime_cpu.py',
+    './_base_/schedules/schedule_cpu.py',
+]
+custom_imports = dict(imports=['prolab_models'], allow_failed_imports=False)
+crop_size = (256, 256)
+model = dict(data_preprocessor=dict(size=crop_size))

@@ -1,0 +1,10 @@
+# ProLab on the generated demo data on a CPU: ViT-Adapter-T from scratch, 128x128 crops, 300 iterations.
+_base_ = [
+    './_base_/models/upernet_vit-adapter-t_prolab_cpu.py',
+    './_base_/datasets/demo.py',
+    './_base_/default_runtime_cpu.py',
+    './_base_/schedules/schedule_cpu_demo.py',
+]
+custom_imports = dict(imports=['prolab_models'], allow_failed_imports=False)
+crop_size = (128, 128)
+model = dict(data_preprocessor=dict(size=crop_size))

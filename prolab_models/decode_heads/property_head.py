@@ -1,0 +1,158 @@
+"""Decode heads that predict properties instead of classes (ProLab, method.md section 4).
+
+The head's last 1x1 convolution gives a D-dim embedding e per pixel (D = the label space's
+embedding dimension). Against the L2-normalised property centres c_k it gives property logits
+z_k = <e, c_k> (e itself is not normalised) and activations p_k = sigmoid(z_k / T), T = 0.04.
+A class scores cos(p, m_c), m_c its row of the class x property multi-hot; the argmax is the
+prediction, and the training loss is 1 - cos(p, m_label) (``PropertyCosineLoss``). ``forward``
+returns the logits z; ``predict`` the class scores, so mmseg's inference and ``IoUMetric``
+work unchanged; ``predict_properties`` also returns p, for evaluation.
+
+The label space is an input: ``label_space=<directory>`` in the head config. Its centres and
+multi-hot live in non-trainable buffers, and its key is saved in the checkpoint (the head's
+extra state), so loading weights trained on another label space fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from mmseg.models.decode_heads import FCNHead, UPerHead
+from mmseg.models.losses import accuracy
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from mmseg.utils import SampleList
+from torch import nn
+
+from prolab_models.errors import LabelSpaceMismatchError
+from tasks.label_space import LabelSpace, load_label_space
+
+
+def _load(label_space: str | Path | None, num_classes: int | None, head: str) -> LabelSpace:
+    if label_space is None:
+        raise LabelSpaceMismatchError(
+            f"{head}: label_space is not set: give the label space directory "
+            "(model.decode_head.label_space / model.auxiliary_head.label_space)")
+    space = load_label_space(label_space)
+    if num_classes is not None and num_classes != space.num_classes:
+        raise LabelSpaceMismatchError(
+            f"{head}: num_classes={num_classes} but label space {space.path} has "
+            f"{space.num_classes} classes; leave num_classes out, it comes from the label space")
+    return space
+
+
+class PropertyOutputs:
+    """What the property heads share; mixed in before the mmseg head it changes."""
+
+    temperature: float
+    label_space_key: str
+    centres: torch.Tensor
+    multi_hot: torch.Tensor
+
+    def _init_properties(self, space: LabelSpace, temperature: float) -> None:
+        """Swap the classifier for a D-channel embedding layer and keep the label space."""
+        self.temperature = temperature
+        self.label_space_key = space.key
+        self.label_space_summary = f"{space.path} ({space.num_classes} classes, K={space.num_properties})"
+        self.conv_seg = nn.Conv2d(self.channels, space.dim, kernel_size=1)
+        self.register_buffer("centres", torch.tensor(space.centres))
+        self.register_buffer("multi_hot", torch.tensor(space.multi_hot))
+
+    @property
+    def num_properties(self) -> int:
+        return self.multi_hot.shape[1]
+
+    def cls_seg(self, feat: torch.Tensor) -> torch.Tensor:
+        """Property logits z = normalize(centres) . (W feat + b), where W, b (``conv_seg``) give
+        the D-dim pixel embedding. The centres are folded into the 1x1 convolution, so it
+        outputs K channels rather than materialising D: the same numbers, a fraction of the
+        work. (N, channels, h, w) -> (N, K, h, w)."""
+        if self.dropout is not None:
+            feat = self.dropout(feat)
+        centres = F.normalize(self.centres, dim=1)  # (K, D)
+        weight = centres @ self.conv_seg.weight.flatten(1)  # (K, channels)
+        return F.conv2d(feat, weight[:, :, None, None], centres @ self.conv_seg.bias)
+
+    def properties_at(self, logits: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+        """Property activations p = sigmoid(z / T) at ``size``: logits are upsampled, as mmseg
+        upsamples class logits, then squashed. Dividing by T before upsampling gives the same
+        numbers (both are linear) on 16x fewer pixels."""
+        logits = resize(logits / self.temperature, size=size, mode="bilinear", align_corners=self.align_corners)
+        return torch.sigmoid(logits)
+
+    def class_scores(self, properties: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W) activations -> (N, C, H, W) cos(p, m_c); a zero row scores 0.
+        Computed as (normalize(M) p) / |p| on (N, K, H*W) views: no K-channel copies, and C
+        channels divided rather than K."""
+        n, k, h, w = properties.shape
+        flat = properties.flatten(2)
+        dots = torch.matmul(F.normalize(self.multi_hot, dim=1), flat)  # (N, C, H*W)
+        norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True).clamp_min(1e-8)
+        return (dots / norms).view(n, -1, h, w)
+
+    def loss_by_feat(self, logits: torch.Tensor, batch_data_samples: SampleList) -> dict[str, torch.Tensor]:
+        seg_label = self._stack_batch_gt(batch_data_samples)
+        scores = self.class_scores(self.properties_at(logits, seg_label.shape[2:]))
+        label = seg_label.squeeze(1)
+        losses = self.loss_decode if isinstance(self.loss_decode, nn.ModuleList) else [self.loss_decode]
+        loss: dict[str, torch.Tensor] = {}
+        for loss_fn in losses:
+            value = loss_fn(scores, label, ignore_index=self.ignore_index)
+            loss[loss_fn.loss_name] = loss.get(loss_fn.loss_name, 0) + value
+        loss["acc_seg"] = accuracy(scores.detach(), label, ignore_index=self.ignore_index)
+        return loss
+
+    def _output_size(self, batch_img_metas: list[dict]) -> tuple[int, int]:
+        """The size mmseg's ``predict_by_feat`` resizes to: the crop (slide), padded or image."""
+        meta = batch_img_metas[0]
+        if isinstance(meta["img_shape"], torch.Size):
+            return meta["img_shape"]
+        return meta["pad_shape"][:2] if "pad_shape" in meta else meta["img_shape"]
+
+    def predict_by_feat(self, logits: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
+        """-> class scores (N, C, H, W), the seg_logits of mmseg's inference."""
+        return self.class_scores(self.properties_at(logits, self._output_size(batch_img_metas)))
+
+    def predict_properties(self, inputs: tuple[torch.Tensor, ...], batch_img_metas: list[dict],
+                           test_cfg: dict) -> torch.Tensor:
+        """-> class scores and property activations stacked on channels, (N, C + K, H, W)."""
+        properties = self.properties_at(self.forward(inputs), self._output_size(batch_img_metas))
+        return torch.cat([self.class_scores(properties), properties], dim=1)
+
+    def get_extra_state(self) -> torch.Tensor:
+        """The label space's key and summary, JSON in a uint8 tensor: state-dict consumers
+        that expect tensors only (mmengine's broadcast, weights-only loading) pass it along."""
+        record = json.dumps({"key": self.label_space_key, "label_space": self.label_space_summary})
+        return torch.tensor(list(record.encode()), dtype=torch.uint8)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        saved = json.loads(bytes(state.tolist()).decode())
+        if saved["key"] != self.label_space_key:
+            raise LabelSpaceMismatchError(
+                f"the weights were trained with label space {saved['key']!r} ({saved['label_space']}), "
+                f"but the model uses {self.label_space_key!r} ({self.label_space_summary})")
+
+
+@MODELS.register_module()
+class PropertyUPerHead(PropertyOutputs, UPerHead):
+    """UPerNet head with ProLab's property output (the paper's decode head)."""
+
+    def __init__(self, label_space: str | Path | None = None, temperature: float = 0.04,
+                 num_classes: int | None = None, **kwargs) -> None:
+        space = _load(label_space, num_classes, type(self).__name__)
+        super().__init__(num_classes=space.num_classes, **kwargs)
+        self._init_properties(space, temperature)
+
+
+@MODELS.register_module()
+class PropertyFCNHead(PropertyOutputs, FCNHead):
+    """FCN head with ProLab's property output (the paper's auxiliary head)."""
+
+    def __init__(self, label_space: str | Path | None = None, temperature: float = 0.04,
+                 num_classes: int | None = None, **kwargs) -> None:
+        space = _load(label_space, num_classes, type(self).__name__)
+        super().__init__(num_classes=space.num_classes, **kwargs)
+        self._init_properties(space, temperature)

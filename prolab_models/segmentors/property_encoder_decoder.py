@@ -1,0 +1,37 @@
+"""mmseg's EncoderDecoder that also returns the property activations of its predictions."""
+
+from __future__ import annotations
+
+import torch
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from mmseg.utils import OptSampleList, SampleList
+
+from prolab_models.decode_heads.property_head import PropertyOutputs
+
+
+@MODELS.register_module()
+class PropertyEncoderDecoder(EncoderDecoder):
+    """Inference carries class scores and property activations together (C + K channels)
+    through mmseg's whole/slide inference, un-padding and resizing; ``predict`` then splits
+    them: ``seg_logits`` and ``pred_sem_seg`` are the classes' (what ``IoUMetric`` reads),
+    ``pred_properties`` holds p (K, H, W) per image, for property metrics and maps."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(self.decode_head, PropertyOutputs):
+            raise TypeError(f"PropertyEncoderDecoder needs a property decode head, got {type(self.decode_head).__name__}")
+        self.out_channels = self.num_classes + self.decode_head.num_properties
+
+    def encode_decode(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
+        return self.decode_head.predict_properties(self.extract_feat(inputs), batch_img_metas, self.test_cfg)
+
+    def predict(self, inputs: torch.Tensor, data_samples: OptSampleList = None) -> SampleList:
+        results = super().predict(inputs, data_samples)
+        for sample in results:
+            scores, properties = sample.seg_logits.data.split([self.num_classes, self.decode_head.num_properties])
+            sample.seg_logits = PixelData(data=scores)
+            sample.pred_sem_seg = PixelData(data=scores.argmax(dim=0, keepdim=True))
+            sample.pred_properties = PixelData(data=properties)
+        return results

@@ -1,0 +1,63 @@
+"""The configs: short names resolve, every config parses, and the schedules are the paper's."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+from mmengine.config import Config
+
+from prolab_models.configs import CONFIGS, resolve_config
+from prolab_models.errors import UnknownConfigError
+
+@functools.cache
+def parse(name: str) -> Config:
+    """Each config once a session: parsing resolves mmseg:: bases and imports the plugin."""
+    return Config.fromfile(resolve_config(name))
+
+
+PAPER = {"ade20k": 320_000, "coco-stuff": 160_000, "pascal-context-59": 160_000, "cityscapes": 160_000,
+         "bdd100k": 160_000}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_short_name_resolves_to_a_config_that_parses(name: str) -> None:
+    cfg = parse(name)
+    assert cfg.custom_imports["imports"] == ["prolab_models"]
+    assert cfg.model.backbone.type == "ViTAdapter"
+    prolab = not name.endswith("_ce")
+    assert cfg.model.type == ("PropertyEncoderDecoder" if prolab else "EncoderDecoder")
+    assert cfg.model.decode_head.type == ("PropertyUPerHead" if prolab else "UPerHead")
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_configs_follow_the_method(name: str) -> None:
+    cfg = parse(name)
+    assert cfg.model.backbone.arch == "base" and cfg.model.backbone.deform_ratio == 0.5
+    assert cfg.train_cfg.max_iters == PAPER[name] and cfg.train_dataloader.batch_size == 2  # x 8 GPUs
+    assert cfg.optim_wrapper.optimizer == dict(type="AdamW", lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01)
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.95
+    assert cfg.param_scheduler[0].end == 1500 and cfg.param_scheduler[1].end == PAPER[name]
+    crop = 768 if name in ("cityscapes", "bdd100k") else 512
+    assert cfg.crop_size == (crop, crop) and cfg.model.test_cfg.mode == "slide"
+    assert cfg.model.auxiliary_head.loss_decode.loss_weight == 0.4
+    assert cfg.model.decode_head.temperature == 0.04
+
+
+@pytest.mark.parametrize("name", ["demo", "camvid"])
+def test_cpu_configs_recompute_bn_statistics(name: str) -> None:
+    cfg = parse(name)
+    assert [h.type for h in cfg.custom_hooks] == ["PreciseBNHook"]
+    assert cfg.custom_hooks[0].interval == cfg.default_hooks.checkpoint.interval == cfg.train_cfg.val_interval
+
+
+def test_a_config_file_path_resolves_to_itself(tmp_path) -> None:
+    path = tmp_path / "mine.py"
+    path.write_text("x = 1\n")
+    assert resolve_config(path) == path.resolve()
+
+
+def test_unknown_config_name_lists_the_known_ones() -> None:
+    with pytest.raises(UnknownConfigError, match="config 'camvd': not a known name .* camvid"):
+        resolve_config("camvd")
+    assert issubclass(UnknownConfigError, ValueError)
