@@ -57,6 +57,8 @@ def validate_descriptions(data: object, source: str) -> Descriptions:
 
 def read_descriptions(path: Path) -> Descriptions:
     """Load and validate a descriptor file."""
+    if path.is_dir():
+        raise DescriptorError(f"{path}: is a directory, expected a JSON descriptor file")
     if not path.is_file():
         raise DescriptorError(f"{path}: no such file")
     size = path.stat().st_size

@@ -80,15 +80,26 @@ def sha256_file_map(digests: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 
+def _read_table(path: Path) -> pd.DataFrame:
+    """A Parquet file of the label space; a torn or foreign file is a LabelSpaceError naming it."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise LabelSpaceError(f"{path}: unreadable Parquet ({error})") from None
+
+
 def load_label_space(path: str | Path) -> LabelSpace:
     """Load a label space directory written by the cluster stage."""
     root = Path(path).expanduser()
     for name in (META, PROPERTIES, CLASS_PROPERTIES):
         if not (root / name).is_file():
             raise LabelSpaceError(f"{root}: not a label space (no {name})")
-    meta = json.loads((root / META).read_text())
-    properties = pd.read_parquet(root / PROPERTIES).sort_values("property_id")
-    matrix = pd.read_parquet(root / CLASS_PROPERTIES).sort_values("class_index")
+    try:
+        meta = json.loads((root / META).read_text())
+    except ValueError as error:
+        raise LabelSpaceError(f"{root / META}: not valid JSON ({error})") from None
+    properties = _read_table(root / PROPERTIES).sort_values("property_id")
+    matrix = _read_table(root / CLASS_PROPERTIES).sort_values("class_index")
     k = len(properties)
     columns = [property_column(i) for i in range(k)]
     missing = [c for c in columns if c not in matrix.columns]
