@@ -1,0 +1,52 @@
+"""Corruption and concurrency through the CLI: a flipped byte is never trusted, and two runs of
+the same inputs on one store both succeed with one artifact per stage."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tasks.store import QUARANTINE
+from tests.reliability.conftest import CITYSCAPES, PROLAB, assert_store_sound, last_line, prolab
+from tests.support import PROJECT_ROOT, shared_path
+
+
+def test_a_flipped_byte_in_a_cluster_artifact_is_listed_then_recomputed(cli_env: dict[str, str]) -> None:
+    store = Path(cli_env["PROLAB_ARTIFACTS"])
+    args = ["label-space", "--descriptors", str(shared_path(CITYSCAPES)), "--k", "4"]
+    directory = last_line(prolab(cli_env, *args))
+    target = directory / "properties.parquet"
+    original = target.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01
+    target.write_bytes(bytes(flipped))
+
+    listed = prolab(cli_env, "verify")
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr
+    assert f"DAMAGED {directory}" in listed.stdout and "properties.parquet: sha256 differs" in listed.stdout
+    assert listed.stdout.count("DAMAGED") == 1, "only the damaged artifact is listed"
+
+    again = prolab(cli_env, *args)
+    assert last_line(again) == directory
+    assert "is damaged and will be recomputed" in again.stderr
+    assert f"cluster: computing {directory.name}" in again.stderr
+    assert "embed: computing" not in again.stderr, "only the damaged stage reruns"
+    assert target.read_bytes() == original, "k-means with a fixed seed gives the same bytes again"
+    assert len(list((store / QUARANTINE).iterdir())) == 1, "the damaged copy is kept aside, not trusted"
+    assert prolab(cli_env, "verify").returncode == 0
+    assert assert_store_sound(store, allow_temporaries=False)
+
+
+def test_two_label_space_runs_at_once_both_succeed_with_one_artifact_per_stage(cli_env: dict[str, str]) -> None:
+    store = Path(cli_env["PROLAB_ARTIFACTS"])
+    args = [PROLAB, "label-space", "--descriptors", str(shared_path(CITYSCAPES)), "--k", "5"]
+    runs = [subprocess.Popen(args, env=cli_env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    results = [(run.communicate(timeout=300), run.returncode) for run in runs]
+    for (out, err), code in results:
+        assert code == 0, err[-3000:]
+    outputs = {out.strip().splitlines()[-1] for (out, _), _ in results}
+    assert len(outputs) == 1, outputs
+    found = assert_store_sound(store, allow_temporaries=False)
+    assert {stage: len(keys) for stage, keys in found.items()} == {"describe": 1, "embed": 1, "cluster": 1}
+    assert not list(store.rglob(".*.tmp")) and not list(store.rglob("*.tmp"))
