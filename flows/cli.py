@@ -60,9 +60,10 @@ def _label_space_params(args: argparse.Namespace):
 
 
 def cmd_label_space(args: argparse.Namespace) -> None:
-    from flows.label_space import label_space_flow
+    from flows.label_space import label_space_flow, plan_label_space
 
     params = _label_space_params(args)
+    plan_label_space(params)  # bad input is reported before a flow run starts
     print(label_space_flow(params, artifacts=args.artifacts))
 
 
@@ -90,17 +91,25 @@ def _train_params(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> None:
     from flows.end_to_end import train_on_label_space_flow
+    from tasks.label_space import label_space_ref
+    from tasks.model_stages import plan_train
 
-    print(train_on_label_space_flow(str(_existing(args.label_space, "--label-space")), _train_params(args), artifacts=args.artifacts))
+    label_space, params = _existing(args.label_space, "--label-space"), _train_params(args)
+    plan_train(label_space_ref(label_space), params)  # bad input is reported before a flow run starts
+    print(train_on_label_space_flow(str(label_space), params, artifacts=args.artifacts))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from flows.end_to_end import evaluate_checkpoint_flow
+    from tasks.label_space import label_space_ref
+    from tasks.model_stages import checkpoint_ref, plan_evaluate
     from tasks.params import EvaluateParams
 
-    print(evaluate_checkpoint_flow(str(_existing(args.label_space, "--label-space")),
-                        str(_existing(args.checkpoint, "--checkpoint")), _train_params(args),
-                        EvaluateParams(split=args.split), artifacts=args.artifacts))
+    label_space, checkpoint = _existing(args.label_space, "--label-space"), _existing(args.checkpoint, "--checkpoint")
+    train, params = _train_params(args), EvaluateParams(split=args.split)
+    # bad input is reported before a flow run starts
+    plan_evaluate(checkpoint_ref(checkpoint), label_space_ref(label_space), train, params)
+    print(evaluate_checkpoint_flow(str(label_space), str(checkpoint), train, params, artifacts=args.artifacts))
 
 
 def _existing(path: Path, option: str) -> Path:
@@ -292,21 +301,31 @@ def _quiet_library_logs(verbose: bool) -> None:
             handler.addFilter(_NoTraceback())
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """The errors that mean bad input or a damaged store, not a bug."""
-    from tasks.cluster import ClusterError
-    from tasks.datasets import UnknownDatasetError
-    from tasks.descriptors import DescriptorError
-    from tasks.embed import EmbedderError
-    from tasks.label_space import LabelSpaceError
-    from tasks.llm import DescribeError
-    from tasks.llm_server import LLMServerError
-    from prolab_models.datasets import DatasetLayoutError
-    from prolab_models.errors import ProLabInputError
-    from tasks.store import ArtifactError
+# The errors that mean bad input, a damaged store or an unreachable service, not a bug: (module, class).
+EXPECTED_ERRORS = (
+    ("tasks.descriptors", "DescriptorError"),
+    ("tasks.datasets", "UnknownDatasetError"),
+    ("tasks.cluster", "ClusterError"),
+    ("tasks.embed", "EmbedderError"),
+    ("tasks.label_space", "LabelSpaceError"),
+    ("tasks.llm", "DescribeError"),
+    ("tasks.llm_server", "LLMServerError"),
+    ("tasks.store", "ArtifactError"),
+    ("prolab_models.datasets.layout", "DatasetLayoutError"),
+    ("prolab_models.errors", "ProLabInputError"),
+)
 
-    return (UserError, DescriptorError, DatasetLayoutError, ProLabInputError, UnknownDatasetError, ClusterError, EmbedderError, LabelSpaceError,
-            DescribeError, LLMServerError, ArtifactError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+def _is_expected(error: BaseException) -> bool:
+    """Whether ``error`` is one of EXPECTED_ERRORS; a module never imported cannot have raised
+    its error, so nothing is imported here (that would cost seconds on every failure)."""
+    if isinstance(error, (UserError, FileNotFoundError, NotADirectoryError, PermissionError)):
+        return True
+    for module_name, class_name in EXPECTED_ERRORS:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(error, getattr(module, class_name)):
+            return True
+    return False
 
 
 def _format_validation(error: ValidationError) -> str:
@@ -334,7 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as error:
         print(f"prolab: error: {_format_validation(error)}", file=sys.stderr)
         return EXIT_USAGE
-    except _expected_errors() as error:
+    except Exception as error:
+        if not _is_expected(error):
+            raise
         print(f"prolab: error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
