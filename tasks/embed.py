@@ -60,7 +60,8 @@ def resolve_embedder(name: str) -> str:
 
 
 def load_encoder(name: str):  # -> SentenceTransformer, imported lazily (slow import)
-    """The model with mean pooling and L2 normalisation, as ProLab embeds."""
+    """The model with mean pooling and L2 normalisation, as ProLab embeds (rebuilt around the
+    transformer when the model's own config pools otherwise, e.g. BGE's CLS pooling)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
@@ -70,7 +71,11 @@ def load_encoder(name: str):  # -> SentenceTransformer, imported lazily (slow im
     except (OSError, ValueError) as error:
         offline = " (no network here: use a local path or a packaged model)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise EmbedderError(f"embedder {name!r} could not be loaded{offline}: {error}") from None
-    transformer = model[0]
+    modules = list(model)
+    if (len(modules) == 3 and isinstance(modules[1], Pooling) and isinstance(modules[2], Normalize)
+            and modules[1].get_config_dict().get("pooling_mode") == "mean"):
+        return model  # already ProLab's procedure (all-MiniLM-L6-v2's own config)
+    transformer = modules[0]
     dimension = transformer.get_embedding_dimension()
     return SentenceTransformer(modules=[transformer, Pooling(dimension, pooling_mode="mean"), Normalize()],
                                device=model.device)
