@@ -20,8 +20,8 @@ CONCURRENCY = 16
 
 
 def _fake_llm_class() -> type:
-    """The reliability tests' fake endpoint, loaded by path (``tests`` is not an installed package)."""
-    path = Path(__file__).resolve().parents[1] / "tests" / "reliability" / "fake_llm.py"
+    """The tests' fake endpoint, loaded by path (``import tests`` would find a third-party package)."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "helpers" / "fake_llm.py"
     spec = importlib.util.spec_from_file_location("prolab_fake_llm", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module by name

@@ -16,11 +16,11 @@ import pytest
 
 from data.demo import DEMO_CLASSES
 from tests.helpers.demo_runs import demo_root  # noqa: F401  (fixture)
+from tests.helpers.fake_llm import FakeLLM
 from tests.helpers.label_space_factory import make_label_space
 from tests.reliability.conftest import (
     assert_store_sound, kill_when, last_line, prolab, stray_temporaries,
 )
-from tests.reliability.fake_llm import FakeLLM
 
 # The demo model shrunk to seconds an iteration; 4 iterations, a checkpoint after each.
 TINY_RESUMABLE = [

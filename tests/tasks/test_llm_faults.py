@@ -1,8 +1,8 @@
 """describe_classes against a scripted fake OpenAI-compatible server: faults, retries, cache, key.
 
-The fake (stdlib http.server on 127.0.0.1) answers each class from its own script of
-responses, then with a normal completion, and records every request, so tests count calls.
-It lives here rather than in a helper module because these tests are its only user.
+The fake (tests/helpers/fake_llm.py, shared with the reliability tests and the describe
+benchmark) answers each class from its own script of responses, then with a normal
+completion, and records every request, so tests count calls.
 """
 
 from __future__ import annotations
@@ -10,13 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,101 +20,13 @@ import pytest
 
 from tasks.llm import DescribeError, LLMSettings, describe_classes, resolve_api_key
 from tasks.llm_server import free_port
-
-_TARGET = re.compile(r"category: ([^\n]+)")
-
-
-@dataclass
-class Step:
-    """One scripted response: ``body`` None is a normal completion for the class asked about."""
-
-    status: int = 200
-    body: bytes | dict[str, Any] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-def completion(content: str | None) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "fake-model",
-        "choices": [
-            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
-        ],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
-    }
-
-
-def properties_of(name: str) -> list[str]:
-    return [f"{name} shape", f"{name} colour", f"{name} context"]
-
-
-@dataclass
-class Request:
-    at: float
-    category: str
-    content: str
-    authorization: str
-
-
-class FakeLLM:
-    """A scripted OpenAI-compatible chat endpoint; ``requests`` records what it was asked."""
-
-    def __init__(self) -> None:
-        self.script: dict[str, list[Step]] = {}
-        self.requests: list[Request] = []
-        self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                content = payload["messages"][-1]["content"]
-                category = _TARGET.findall(content)[-1].strip()
-                with fake._lock:
-                    fake.requests.append(
-                        Request(time.monotonic(), category, content, self.headers.get("Authorization", ""))
-                    )
-                    steps = fake.script.get(category, [])
-                    step = steps.pop(0) if steps else Step()
-                time.sleep(step.delay_s)
-                body = step.body
-                if body is None:
-                    body = completion("\n".join(f"- {p}" for p in properties_of(category)))
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                try:
-                    self.send_response(step.status)
-                    if "Content-Type" not in step.headers:
-                        self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for name, value in step.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting (read-timeout test)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    def asked(self, category: str | None = None) -> list[Request]:
-        return [r for r in self.requests if category is None or r.category == category]
+from tests.helpers.fake_llm import FakeLLM, Step, completion, properties_of
 
 
 @pytest.fixture
 def fake_llm() -> Iterator[FakeLLM]:
-    fake = FakeLLM()
-    fake.thread.start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    with FakeLLM() as fake:
+        yield fake
 
 
 def settings_for(base_url: str, **overrides: Any) -> LLMSettings:

@@ -1,12 +1,17 @@
-"""A fake OpenAI-compatible chat endpoint for the reliability tests and the describe benchmark.
+"""A fake OpenAI-compatible chat endpoint for the LLM tests, the reliability tests and the describe benchmark.
 
-It runs in the test's own process (stdlib ``http.server`` on 127.0.0.1, one thread per
-connection) and serves a ``prolab`` subprocess over HTTP. Beyond a normal answer per class it
-can add a fixed latency to every request, reply with whatever ``reply`` returns, and *die*
-after a number of answers: the connection of the next request is cut without a response and
-the listening socket is closed, so every later request meets a refused connection, as when
-a server process crashes mid-run. Every request is recorded (class asked, Authorization
-header) so tests count calls and check which key was sent.
+It runs in the caller's own process (stdlib ``http.server`` on 127.0.0.1, one thread per
+connection), so it serves ``describe_classes`` in-process as well as a ``prolab`` subprocess.
+Each class is answered from its own ``script`` of ``Step``s (status, body, headers, delay),
+then with a normal completion: whatever ``reply`` returns, by default the bullet list of
+``properties_of``. It can also add a fixed latency to every request and *die* after a number
+of answers: the connection of the next request is cut without a response and the listening
+socket is closed, so every later request meets a refused connection, as when a server process
+crashes mid-run. Every request is recorded (when, class asked, prompt, Authorization header)
+so tests count calls, time retries and check which key was sent.
+
+It imports nothing from ``tests`` so that benchmarks/describe.py can load it by path (a
+third-party distribution installs a top-level ``tests`` package in the venv).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -41,22 +46,39 @@ def properties_of(name: str) -> list[str]:
     return [f"{name} shape", f"{name} colour", f"{name} context"]
 
 
+@dataclass
+class Step:
+    """One scripted response: ``body`` None is a normal completion for the class asked about."""
+
+    status: int = 200
+    body: bytes | dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
 @dataclass(frozen=True)
 class Request:
+    """One request as the fake received it; ``at`` is ``time.monotonic()`` on arrival."""
+
+    at: float
     category: str
+    content: str
     authorization: str
 
 
 class FakeLLM:
     """Scripted OpenAI-compatible endpoint; use as a context manager.
 
+    ``script``: class name -> responses to give, in order, before normal completions.
     ``latency_s``: added to every answer. ``die_after``: answer that many requests, then cut
-    the next one and stop listening. ``reply``: class name -> reply text (default: the
-    bullet list of ``properties_of``).
+    the next one and stop listening. ``reply``: class name -> text of a normal completion
+    (default: the bullet list of ``properties_of``). ``port``: 0 for a free one, or a dead
+    fake's port to revive it.
     """
 
     def __init__(self, latency_s: float = 0.0, die_after: int | None = None,
                  reply: Callable[[str], str] | None = None, port: int = 0) -> None:
+        self.script: dict[str, list[Step]] = {}
         self.latency_s = latency_s
         self.die_after = die_after
         self.reply = reply or (lambda name: "\n".join(f"- {p}" for p in properties_of(name)))
@@ -71,26 +93,36 @@ class FakeLLM:
 
             def do_POST(self) -> None:
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                category = _TARGET.findall(payload["messages"][-1]["content"])[-1].strip()
+                content = payload["messages"][-1]["content"]
+                category = _TARGET.findall(content)[-1].strip()
                 with fake._lock:
-                    fake.requests.append(Request(category, self.headers.get("Authorization", "")))
+                    fake.requests.append(
+                        Request(time.monotonic(), category, content, self.headers.get("Authorization", ""))
+                    )
                     dying = fake.die_after is not None and len(fake.answered) >= fake.die_after
                     if not dying:
                         fake.answered.append(category)
+                        steps = fake.script.get(category, [])
+                        step = steps.pop(0) if steps else Step()
                 if dying:
                     fake._die(self.connection)
                     return
-                if fake.latency_s:
-                    time.sleep(fake.latency_s)
-                data = json.dumps(completion(fake.reply(category))).encode()
+                time.sleep(fake.latency_s + step.delay_s)
+                body = step.body
+                if body is None:
+                    body = completion(fake.reply(category))
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_response(step.status)
+                    if "Content-Type" not in step.headers:
+                        self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in step.headers.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    pass  # the client gave up waiting (read timeout, killed process)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -112,6 +144,7 @@ class FakeLLM:
             threading.Thread(target=self.close, daemon=True).start()
 
     def asked(self, category: str | None = None) -> list[Request]:
+        """The requests received so far, all or only those about ``category``, in arrival order."""
         with self._lock:
             return [r for r in self.requests if category is None or r.category == category]
 
