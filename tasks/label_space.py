@@ -62,7 +62,7 @@ class LabelSpace:
 
 def label_space_ref(path: Path) -> str:
     """How a consumer names a label space: ``cluster/<key>`` from its manifest, else its content."""
-    from tasks.store import sha256_file
+    from tasks.store import canonical_json, sha256_bytes, sha256_file
 
     root = path.expanduser().resolve()
     manifest = root / "manifest.json"
@@ -71,13 +71,7 @@ def label_space_ref(path: Path) -> str:
     if not (root / META).is_file():
         raise LabelSpaceError(f"{root}: not a label space (no {META})")
     digests = {p.name: sha256_file(p) for p in sorted(root.iterdir()) if p.is_file()}
-    return "sha256:" + sha256_file_map(digests)
-
-
-def sha256_file_map(digests: dict[str, str]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+    return "sha256:" + sha256_bytes(canonical_json(digests).encode())
 
 
 def _read_table(path: Path) -> pd.DataFrame:
