@@ -52,17 +52,19 @@ def _dataset_identity(root: Path) -> str:
     return dataset_fingerprint(root, content=root == DEFAULT_ROOT.resolve())
 
 
-def _config_identity(params: TrainParams, data_root: Path) -> str:
-    return sha256_bytes(canonical_json(_config(params, data_root).to_dict()).encode())
+def _identities(params: TrainParams) -> tuple[str, str]:
+    """What train and evaluate keys share: the resolved config's hash and the dataset's fingerprint."""
+    data_root = resolve_data_root(params)
+    config_sha256 = sha256_bytes(canonical_json(_config(params, data_root).to_dict()).encode())
+    return config_sha256, _dataset_identity(data_root)
 
 
 def plan_train(label_space: str, params: TrainParams) -> StagePlan:
     """``label_space``: the label space's reference (``cluster/<key>``, see ``label_space_ref``)."""
-    data_root = resolve_data_root(params)
+    config_sha256, dataset = _identities(params)
     return StagePlan("train", TRAIN_VERSION,
-                     {"config": params.config, "cfg_options": params.cfg_options,
-                      "config_sha256": _config_identity(params, data_root)},
-                     {"label_space": label_space, "dataset": _dataset_identity(data_root)})
+                     {"config": params.config, "cfg_options": params.cfg_options, "config_sha256": config_sha256},
+                     {"label_space": label_space, "dataset": dataset})
 
 
 def run_train(label_space: Path, plan: StagePlan, params: TrainParams, store: ArtifactStore) -> Path:
@@ -94,10 +96,9 @@ def checkpoint_ref(checkpoint: Path) -> str:
 
 
 def plan_evaluate(run: str, label_space: str, train: TrainParams, params: EvaluateParams) -> StagePlan:
-    data_root = resolve_data_root(train)
-    return StagePlan("evaluate", EVALUATE_VERSION,
-                     {"split": params.split, "config_sha256": _config_identity(train, data_root)},
-                     {"run": run, "label_space": label_space, "dataset": _dataset_identity(data_root)})
+    config_sha256, dataset = _identities(train)
+    return StagePlan("evaluate", EVALUATE_VERSION, {"split": params.split, "config_sha256": config_sha256},
+                     {"run": run, "label_space": label_space, "dataset": dataset})
 
 
 def run_evaluate(label_space: Path, run: Path, plan: StagePlan, train: TrainParams, params: EvaluateParams,
