@@ -76,7 +76,6 @@ def cmd_status(args: argparse.Namespace) -> None:
     stale = False
     for stage, plan in plan_label_space(_label_space_params(args)).items():
         fresh, why = explain(store, plan)
-        # Downstream of a stage that would run, the key already says it will run too.
         print(f"{stage:10s} {plan.key}  {why}")
         stale |= not fresh
     if stale:
