@@ -1,8 +1,12 @@
-"""Multi-scale deformable attention: one function for the backbone to call.
+"""The project's compiled ops, one function each for the models to call.
 
-``ms_deform_attn`` runs the compiled extension (``python -m csrc.build``) where it is built
-for the input's device and falls back to the pure-PyTorch reference elsewhere, with a
-warning the first time each fallback is taken outside ``torch.compile`` tracing.
+``ms_deform_attn`` (multi-scale deformable attention, for the ViT-Adapter backbone) and
+``property_cosine`` (ProLab's loss term, for the property heads) run the compiled extension
+(``python -m csrc.build``) where it has a kernel for the input's device and fall back to
+the pure-PyTorch references elsewhere. ``ms_deform_attn`` warns the first time each of its
+fallbacks is taken outside ``torch.compile`` tracing; ``property_cosine`` has CPU kernels
+only and takes the reference on GPUs silently, where the composite is cheap next to the
+model.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 import torch
 
 from csrc.extension import ExtensionInfo, load
-from csrc.reference import ms_deform_attn_reference
+from csrc.reference import ms_deform_attn_reference, property_cosine_reference
 
 log = logging.getLogger(__name__)
 
@@ -70,4 +74,31 @@ def ms_deform_attn(
     return ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
 
-__all__ = ["ExtensionInfo", "extension_info", "load_extension", "ms_deform_attn", "ms_deform_attn_reference"]
+def property_cosine(
+    rows: torch.Tensor,
+    multi_hot: torch.Tensor,
+    label: torch.Tensor,
+    out_height: int,
+    align_corners: bool,
+    ignore_index: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rows (N, K, h, W): property logits / T resized to the label's width; multi_hot (C, K):
+    L2-normalised class rows; label (N, H, W) int64 -> (cosine, prediction), both (N, H, W):
+    cos(p, m_label) with p = sigmoid(rows upsampled to H) (0 at ignored pixels; differentiable
+    in rows), and the argmax class of cos(p, m_c). See csrc/property_cosine.cpp."""
+    if _info.loaded and rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64):
+        cosine, _, prediction = torch.ops.prolab.property_cosine(
+            rows.contiguous(), multi_hot.to(rows.dtype).contiguous(), label.contiguous(),
+            out_height, align_corners, ignore_index,
+        )
+    else:
+        cosine, _, prediction = property_cosine_reference(
+            rows, multi_hot.to(rows.dtype), label, out_height, align_corners, ignore_index
+        )
+    return cosine, prediction
+
+
+__all__ = [
+    "ExtensionInfo", "extension_info", "load_extension", "ms_deform_attn", "ms_deform_attn_reference",
+    "property_cosine", "property_cosine_reference",
+]

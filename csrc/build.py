@@ -1,7 +1,8 @@
-"""Ahead-of-time build of the MSDA extension: ``python -m csrc.build [--force]``.
+"""Ahead-of-time build of the ops extension: ``python -m csrc.build [--force]``.
 
-Compiles ``msda.cpp`` (always) and ``msda_cuda.cu`` (when a CUDA toolkit matching torch's
-CUDA is usable) into one shared library in ``csrc/``, with objects under ``csrc/build/``.
+Compiles the CPU sources (``msda.cpp``, ``property_cosine.cpp``; always) and
+``msda_cuda.cu`` (when a CUDA toolkit matching torch's CUDA is usable) into one shared
+library in ``csrc/``, with objects under ``csrc/build/``.
 A stamp records the torch version, a digest of the sources, the flags and what was built,
 so a second run with nothing changed returns at once.
 
@@ -25,8 +26,14 @@ import torch
 
 from csrc.extension import BUILD_DIRNAME, CSRC_DIR, BuildStamp, sources_digest, stale_reason
 
-LIBRARY_NAME = "_prolab_msda"
+LIBRARY_NAME = "_prolab_ops"
+CPU_SOURCES = ("msda.cpp", "property_cosine.cpp")
+CUDA_SOURCES = ("msda_cuda.cu",)
 CXX_FLAGS = ("-O3", "-fopenmp")  # ATen's parallel_for is OpenMP inlined into our code
+# ATen's Vectorized<T> is AVX2 (with Sleef's exp from libtorch_cpu) only when compiled for
+# it; without these flags it is a portable loop of scalars. Added when torch itself runs
+# its AVX2 or AVX-512 kernels on this CPU, since the library is built where it runs.
+AVX2_FLAGS = ("-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2")
 NVCC_FLAGS = ("-O3",)
 LINK_FLAGS = ("-fopenmp",)  # resolves to the libgomp torch has already loaded
 
@@ -93,9 +100,15 @@ def current_cuda_plan() -> CudaPlan:
     )
 
 
+def cxx_flags(cpu_capability: str | None = None) -> tuple[str, ...]:
+    """The C++ flags for this CPU: AVX2 vector code where torch runs AVX2 or AVX-512 kernels."""
+    capability = cpu_capability or torch.backends.cpu.get_cpu_capability()
+    return CXX_FLAGS + (AVX2_FLAGS if capability in ("AVX2", "AVX512") else ())
+
+
 def _flags(plan: CudaPlan) -> tuple[str, ...]:
     """The compile and link flags as recorded in the stamp: changing them forces a rebuild."""
-    flags = [f"cxx {' '.join(CXX_FLAGS)}", f"link {' '.join(LINK_FLAGS)}"]
+    flags = [f"cxx {' '.join(cxx_flags())}", f"link {' '.join(LINK_FLAGS)}"]
     if plan.build:
         flags.append(f"nvcc {' '.join(NVCC_FLAGS)}")
     return tuple(flags)
@@ -108,19 +121,17 @@ def _compile(plan: CudaPlan) -> Path:
 
     os.environ.setdefault("MAX_JOBS", "2")
     name = f"{CSRC_DIR.name}.{LIBRARY_NAME}"
+    cpu_sources = [str(CSRC_DIR / source) for source in CPU_SOURCES]
     if plan.build:
         extension = CUDAExtension(
             name,
-            [str(CSRC_DIR / "msda.cpp"), str(CSRC_DIR / "msda_cuda.cu")],
-            extra_compile_args={"cxx": list(CXX_FLAGS), "nvcc": list(NVCC_FLAGS)},
+            cpu_sources + [str(CSRC_DIR / source) for source in CUDA_SOURCES],
+            extra_compile_args={"cxx": list(cxx_flags()), "nvcc": list(NVCC_FLAGS)},
             extra_link_args=list(LINK_FLAGS),
         )
     else:
         extension = CppExtension(
-            name,
-            [str(CSRC_DIR / "msda.cpp")],
-            extra_compile_args={"cxx": list(CXX_FLAGS)},
-            extra_link_args=list(LINK_FLAGS),
+            name, cpu_sources, extra_compile_args={"cxx": list(cxx_flags())}, extra_link_args=list(LINK_FLAGS)
         )
     # A bare Distribution: setup() would read the project's pyproject.toml.
     distribution = Distribution(
@@ -168,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     result = build(force=args.force)
     kernels = "CPU + CUDA" if result.stamp.cuda else "CPU only"
     action = f"built in {result.seconds:.1f}s" if result.rebuilt else "up to date, nothing to do"
-    print(f"msda extension: {kernels} ({action}) -> {CSRC_DIR / result.stamp.library}")
-    print(f"msda extension: CUDA kernel {'built' if result.stamp.cuda else 'skipped'}: {result.stamp.cuda_reason}")
+    print(f"prolab ops extension: {kernels} ({action}) -> {CSRC_DIR / result.stamp.library}")
+    print(f"prolab ops extension: CUDA kernels {'built' if result.stamp.cuda else 'skipped'}: {result.stamp.cuda_reason}")
     return 0
 
 

@@ -1,7 +1,7 @@
-"""Loading the compiled MSDA library and giving its ops autograd and fake kernels.
+"""Loading the compiled ops library and giving its ops autograd and fake kernels.
 
-The library (built by ``python -m csrc.build``) defines ``torch.ops.prolab.ms_deform_attn``
-and ``torch.ops.prolab.ms_deform_attn_backward`` in C++. It is loaded only when its build
+The library (built by ``python -m csrc.build``) defines ``torch.ops.prolab.ms_deform_attn``,
+``torch.ops.prolab.property_cosine`` and their ``*_backward`` ops in C++. It is loaded only when its build
 stamp says it was compiled from the current sources for the running torch: a stale library
 either fails to load with undefined symbols or runs out-of-date kernels. The fake kernels
 and the autograd formula registered here let ``torch.compile`` trace the op without graph
@@ -21,7 +21,7 @@ import torch
 CSRC_DIR = Path(__file__).resolve().parent
 BUILD_DIRNAME = "build"
 STAMP_NAME = "stamp.json"
-SOURCES = ("msda.h", "msda.cpp", "msda_cuda.cu")
+SOURCES = ("msda.h", "msda.cpp", "msda_cuda.cu", "property_cosine.cpp")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class BuildStamp:
 
 @dataclass(frozen=True)
 class ExtensionInfo:
-    """Which kernels ``csrc.ms_deform_attn`` can run, and why."""
+    """Which kernels the ops in ``csrc`` can run, and why."""
 
     loaded: bool
     cpu: bool
@@ -82,6 +82,10 @@ def stale_reason(stamp: BuildStamp | None, csrc_dir: Path = CSRC_DIR) -> str | N
         return f"built for torch {stamp.torch_version}, running {torch.__version__} (rebuild: `python -m csrc.build`)"
     if stamp.sources_digest != sources_digest(csrc_dir):
         return "sources changed since the last build (rebuild: `python -m csrc.build`)"
+    if any("-mavx2" in flags for flags in stamp.flags) and torch.backends.cpu.get_cpu_capability() not in (
+        "AVX2", "AVX512"
+    ):
+        return "built with AVX2 code, which this CPU cannot run (rebuild: `python -m csrc.build`)"
     if not (csrc_dir / stamp.library).is_file():
         return f"{stamp.library} is missing (rebuild: `python -m csrc.build`)"
     return None
@@ -117,6 +121,11 @@ def _register_python_kernels() -> None:
     torch.library.register_fake("prolab::ms_deform_attn", _fake_forward)
     torch.library.register_fake("prolab::ms_deform_attn_backward", _fake_backward)
     torch.library.register_autograd("prolab::ms_deform_attn", _backward, setup_context=_setup_context)
+    torch.library.register_fake("prolab::property_cosine", _fake_property_cosine)
+    torch.library.register_fake("prolab::property_cosine_backward", _fake_property_cosine_backward)
+    torch.library.register_autograd(
+        "prolab::property_cosine", _property_cosine_backward, setup_context=_property_cosine_setup_context
+    )
 
 
 def _fake_forward(
@@ -152,3 +161,37 @@ def _backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, 
         grad_output.contiguous(), *ctx.saved_tensors
     )
     return grad_value, None, None, grad_locations, grad_weights
+
+
+def _fake_property_cosine(
+    rows: torch.Tensor, multi_hot: torch.Tensor, label: torch.Tensor, out_height: int, align_corners: bool,
+    ignore_index: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    per_pixel = rows.new_empty(label.shape)
+    return per_pixel, torch.empty_like(per_pixel), torch.empty_like(label)
+
+
+def _fake_property_cosine_backward(
+    grad_cosine: torch.Tensor, rows: torch.Tensor, multi_hot: torch.Tensor, label: torch.Tensor,
+    cosine: torch.Tensor, norm: torch.Tensor, out_height: int, align_corners: bool, ignore_index: int,
+) -> torch.Tensor:
+    return torch.empty_like(rows)
+
+
+def _property_cosine_setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
+    rows, multi_hot, label, out_height, align_corners, ignore_index = inputs
+    cosine, norm, prediction = output
+    ctx.mark_non_differentiable(norm, prediction)
+    ctx.save_for_backward(rows, multi_hot, label, cosine, norm)
+    ctx.arguments = (out_height, align_corners, ignore_index)
+
+
+def _property_cosine_backward(
+    ctx: Any, grad_cosine: torch.Tensor, grad_norm: torch.Tensor, grad_prediction: torch.Tensor
+) -> tuple[torch.Tensor, None, None, None, None, None]:
+    """The gradient reaches the logits only: the multi-hot is a buffer, not a parameter."""
+    rows, multi_hot, label, cosine, norm = ctx.saved_tensors
+    grad_rows = torch.ops.prolab.property_cosine_backward(
+        grad_cosine.contiguous(), rows, multi_hot, label, cosine, norm, *ctx.arguments
+    )
+    return grad_rows, None, None, None, None, None

@@ -1,9 +1,10 @@
-"""Multi-scale deformable attention in pure PyTorch (``grid_sample``): the reference.
+"""The ops in pure PyTorch: the references the kernels are tested against, and the fallback
+where the extension is not built (or has no kernel for a device).
 
-The Deformable-DETR operator: for each query, head, level and sampling point, bilinear
-sampling of the value map at a learned location, weighted by softmaxed attention weights.
-Tests compare the compiled kernels against this; it is also the fallback where the
-extension is not built.
+``ms_deform_attn_reference``: the Deformable-DETR operator (``grid_sample``): for each query,
+head, level and sampling point, bilinear sampling of the value map at a learned location,
+weighted by softmaxed attention weights. ``property_cosine_reference``: ProLab's per-pixel
+cosine between sigmoid property activations and the label's property row.
 """
 
 from __future__ import annotations
@@ -42,3 +43,27 @@ def ms_deform_attn_reference(
     weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, queries, levels * points)
     output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)  # (N*H, C, Q)
     return output.view(n, heads * channels, queries).transpose(1, 2).contiguous()
+
+
+def property_cosine_reference(
+    rows: torch.Tensor,
+    multi_hot: torch.Tensor,
+    label: torch.Tensor,
+    out_height: int,
+    align_corners: bool,
+    ignore_index: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """rows (N, K, h, W) logits / T at the output width, multi_hot (C, K) L2-normalised rows,
+    label (N, H, W) int64 -> cosine (N, H, W) = cos(sigmoid(upsampled rows), m_label), 0 where
+    ignored; norm (N, H, W) = max(|p|, 1e-8); prediction (N, H, W) = argmax_c cos(p, m_c)."""
+    n, _, _, width = rows.shape
+    upsampled = F.interpolate(rows, size=(out_height, width), mode="bilinear", align_corners=align_corners)
+    properties = torch.sigmoid(upsampled).flatten(2)  # (N, K, H*W)
+    dots = torch.matmul(multi_hot, properties)  # (N, C, H*W)
+    norm = torch.linalg.vector_norm(properties, dim=1).clamp_min(1e-8)  # (N, H*W)
+    flat_label = label.flatten(1)
+    valid = flat_label != ignore_index
+    label_dots = dots.gather(1, torch.where(valid, flat_label, 0).unsqueeze(1)).squeeze(1)
+    cosine = label_dots / norm * valid
+    shape = (n, out_height, width)
+    return cosine.view(shape), norm.view(shape), dots.argmax(1).view(shape)

@@ -4,7 +4,8 @@ The head's last 1x1 convolution gives a D-dim embedding e per pixel (D = the lab
 embedding dimension). Against the L2-normalised property centres c_k it gives property logits
 z_k = <e, c_k> (e itself is not normalised) and activations p_k = sigmoid(z_k / T), T = 0.04.
 A class scores cos(p, m_c), m_c its row of the class x property multi-hot; the argmax is the
-prediction, and the training loss is 1 - cos(p, m_label) (``PropertyCosineLoss``). ``forward``
+prediction, and the training loss is 1 - cos(p, m_label) (``PropertyCosineLoss``; the
+per-pixel cosine comes from ``csrc.property_cosine``, a fused kernel on CPU). ``forward``
 returns the logits z; ``predict`` the class scores, so mmseg's inference and ``IoUMetric``
 work unchanged; ``predict_properties`` also returns p, for evaluation.
 
@@ -21,12 +22,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from mmseg.models.decode_heads import FCNHead, UPerHead
-from mmseg.models.losses import accuracy
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import nn
 
+from csrc import property_cosine
 from prolab_models.errors import LabelSpaceMismatchError
 from tasks.label_space import LabelSpace, load_label_space
 
@@ -42,6 +43,15 @@ def _load(label_space: str | Path | None, num_classes: int | None, head: str) ->
             f"{head}: num_classes={num_classes} but label space {space.path} has "
             f"{space.num_classes} classes; leave num_classes out, it comes from the label space")
     return space
+
+
+def _pixel_accuracy(prediction: torch.Tensor, label: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """mmseg's ``accuracy`` (top-1, percent of the non-ignored pixels, shape (1,)) from class
+    indices rather than scores."""
+    valid = label != ignore_index
+    eps = torch.finfo(torch.float32).eps
+    correct = ((prediction == label) & valid).sum().float().reshape(1) + eps
+    return correct * (100.0 / (valid.sum().item() + eps))
 
 
 class PropertyOutputs:
@@ -94,15 +104,23 @@ class PropertyOutputs:
         return (dots / norms).view(n, -1, h, w)
 
     def loss_by_feat(self, logits: torch.Tensor, batch_data_samples: SampleList) -> dict[str, torch.Tensor]:
-        seg_label = self._stack_batch_gt(batch_data_samples)
-        scores = self.class_scores(self.properties_at(logits, seg_label.shape[2:]))
-        label = seg_label.squeeze(1)
+        """The losses on cos(p, m_label) per pixel at label resolution, from ``csrc.property_cosine``:
+        on CPU one fused kernel (upsampling, sigmoid, cosine and their gradient) instead of
+        about ten K-channel passes at full resolution. The logits are resized to the label's
+        width here (bilinear's first half, on a quarter of the pixels); the kernel does the
+        height, so p is what ``properties_at`` gives."""
+        label = self._stack_batch_gt(batch_data_samples).squeeze(1)
+        height, width = label.shape[1:]
+        rows = resize(logits / self.temperature, size=(logits.shape[2], width), mode="bilinear",
+                      align_corners=self.align_corners)
+        cosine, prediction = property_cosine(rows, F.normalize(self.multi_hot, dim=1), label, height,
+                                             self.align_corners, self.ignore_index)
         losses = self.loss_decode if isinstance(self.loss_decode, nn.ModuleList) else [self.loss_decode]
         loss: dict[str, torch.Tensor] = {}
         for loss_fn in losses:
-            value = loss_fn(scores, label, ignore_index=self.ignore_index)
+            value = loss_fn(cosine, label, ignore_index=self.ignore_index)
             loss[loss_fn.loss_name] = loss.get(loss_fn.loss_name, 0) + value
-        loss["acc_seg"] = accuracy(scores.detach(), label, ignore_index=self.ignore_index)
+        loss["acc_seg"] = _pixel_accuracy(prediction, label, self.ignore_index)
         return loss
 
     def _output_size(self, batch_img_metas: list[dict]) -> tuple[int, int]:

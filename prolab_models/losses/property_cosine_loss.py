@@ -12,11 +12,11 @@ class PropertyCosineLoss(nn.Module):
     """Cosine distance between per-pixel property activations p and their class's property set
     m_label, averaged over the pixels that are not ``ignore_index``.
 
-    It takes the class scores cos(p, m_c) of every class c, which the property heads compute
-    anyway for the predictions: picking the label's score costs C channels where gathering
-    multi-hot rows would cost K, and no per-pixel (K,) target is materialised. Cosine, not a
-    per-property BCE: the target is a *set* of properties and only its direction matters, so
-    classes with many properties weigh as much as classes with few.
+    It takes the per-pixel cosine cos(p, m_label) that the property heads compute with
+    ``csrc.property_cosine`` (one fused pass on CPU; no per-pixel (K,) target or class-score
+    map is materialised). Cosine, not a per-property BCE: the target is a *set* of properties
+    and only its direction matters, so classes with many properties weigh as much as classes
+    with few.
     """
 
     def __init__(self, loss_weight: float = 1.0, loss_name: str = "loss_prop") -> None:
@@ -24,14 +24,12 @@ class PropertyCosineLoss(nn.Module):
         self.loss_weight = loss_weight
         self._loss_name = loss_name
 
-    def forward(self, class_scores: torch.Tensor, label: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-        """class_scores (N, C, H, W) = cos(p, m_c); label (N, H, W) class indices -> scalar."""
+    def forward(self, label_cosine: torch.Tensor, label: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+        """label_cosine (N, H, W) = cos(p, m_label); label (N, H, W) class indices -> scalar."""
         valid = label != ignore_index
-        index = torch.where(valid, label, 0).long().unsqueeze(1)
-        cosine = class_scores.gather(1, index).squeeze(1)
         # sum / count rather than mean over a boolean selection: no copy, and 0 (with a
         # graph) for a crop of only ignored pixels
-        distance = ((1.0 - cosine) * valid).sum() / valid.sum().clamp_min(1)
+        distance = ((1.0 - label_cosine) * valid).sum() / valid.sum().clamp_min(1)
         return self.loss_weight * distance
 
     @property

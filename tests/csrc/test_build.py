@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from csrc.build import build, current_cuda_plan, main, plan_cuda
+from csrc.build import AVX2_FLAGS, CXX_FLAGS, build, current_cuda_plan, cxx_flags, main, plan_cuda
 from csrc.extension import ExtensionInfo
 
 
@@ -30,6 +30,11 @@ def test_plan_cuda(
     plan = plan_cuda(torch_cuda, nvcc, gpu, env)
     assert plan.build is expected
     assert reason in plan.reason
+
+
+@pytest.mark.parametrize(("capability", "avx2"), [("AVX512", True), ("AVX2", True), ("DEFAULT", False)])
+def test_vector_flags_follow_the_cpu_capability(capability: str, avx2: bool) -> None:
+    assert cxx_flags(capability) == CXX_FLAGS + (AVX2_FLAGS if avx2 else ())
 
 
 def test_second_build_is_a_fast_no_op(extension: ExtensionInfo) -> None:

@@ -27,14 +27,14 @@ def csrc_copy(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def current_stamp(csrc_copy: Path) -> BuildStamp:
-    (csrc_copy / "_prolab_msda.so").write_bytes(b"")
+    (csrc_copy / "_prolab_ops.so").write_bytes(b"")
     return BuildStamp(
         torch_version=torch.__version__,
         sources_digest=sources_digest(csrc_copy),
         flags=("cxx -O3",),
         cuda=False,
         cuda_reason="no GPU visible",
-        library="_prolab_msda.so",
+        library="_prolab_ops.so",
     )
 
 
@@ -57,11 +57,23 @@ def test_stale_reasons(csrc_copy: Path, current_stamp: BuildStamp) -> None:
     assert "not built" in str(stale_reason(None, csrc_copy))
     other_torch = dataclasses.replace(current_stamp, torch_version="1.0.0")
     assert "built for torch 1.0.0" in str(stale_reason(other_torch, csrc_copy))
-    (csrc_copy / "_prolab_msda.so").unlink()
-    assert "_prolab_msda.so is missing" in str(stale_reason(current_stamp, csrc_copy))
+    (csrc_copy / "_prolab_ops.so").unlink()
+    assert "_prolab_ops.so is missing" in str(stale_reason(current_stamp, csrc_copy))
     with (csrc_copy / "msda.cpp").open("a") as source:
         source.write("// edited\n")
     assert "sources changed" in str(stale_reason(current_stamp, csrc_copy))
+
+
+def test_avx2_library_is_refused_on_a_cpu_without_avx2(
+    csrc_copy: Path, current_stamp: BuildStamp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading it there would end the process with SIGILL at the first vector instruction."""
+    avx2 = dataclasses.replace(current_stamp, flags=("cxx -O3 -mavx2 -mfma",))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert stale_reason(avx2, csrc_copy) is None
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert "AVX2" in str(stale_reason(avx2, csrc_copy))
+    assert stale_reason(current_stamp, csrc_copy) is None
 
 
 def test_unbuilt_package_falls_back_to_the_reference_with_one_warning(csrc_copy: Path) -> None:

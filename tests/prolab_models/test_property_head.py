@@ -44,26 +44,45 @@ def sample(label: torch.Tensor) -> SegDataSample:
 
 
 def test_perfect_prediction_gives_zero_loss(label_space: Path) -> None:
-    label = torch.tensor([[[0, 1], [2, 255]]])
-    properties = torch.from_numpy(MULTI_HOT)[label.clamp(max=2)].permute(0, 3, 1, 2) * 0.7  # scale is free
-    loss = PropertyCosineLoss()(uper(label_space).class_scores(properties), label)
-    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    """Logits of +-10 / T saturate the sigmoid: p is each pixel's class row exactly."""
+    label = torch.tensor([[0, 1], [2, 255]])
+    logits = (torch.from_numpy(MULTI_HOT)[label.clamp(max=2)].permute(2, 0, 1)[None] * 2 - 1) * 10
+    losses = uper(label_space).loss_by_feat(logits, [sample(label)])
+    assert losses["loss_prop"].item() == pytest.approx(0.0, abs=1e-6)
+    assert losses["acc_seg"].item() == pytest.approx(100.0)
 
 
-def test_loss_is_one_minus_cosine_averaged_over_valid_pixels(label_space: Path) -> None:
-    # class 0 has properties {0, 1}. pixel 1: p = {0, 2} -> cos = 1/2; pixel 2: p = {2, 3}
-    # -> cos = 0; pixel 3 is ignored.
-    p = torch.tensor([[1.0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [1, 1, 0, 0, 0]]).T.reshape(1, 5, 1, 3)
-    label = torch.tensor([[[0, 0, 255]]])
-    loss = PropertyCosineLoss(loss_weight=0.4)(uper(label_space).class_scores(p), label)
+def test_loss_is_one_minus_cosine_averaged_over_valid_pixels() -> None:
+    cosine = torch.tensor([[[0.5, 0.0, 0.9]]])
+    label = torch.tensor([[[0, 0, 255]]])  # the third pixel is ignored
+    loss = PropertyCosineLoss(loss_weight=0.4)(cosine, label)
     assert loss.item() == pytest.approx(0.4 * ((1 - 0.5) + (1 - 0.0)) / 2)
 
 
 def test_all_ignored_gives_zero_with_a_graph() -> None:
-    scores = torch.rand(1, 3, 2, 2, requires_grad=True)
-    loss = PropertyCosineLoss()(scores, torch.full((1, 2, 2), 255))
+    cosine = torch.rand(1, 2, 2, requires_grad=True)
+    loss = PropertyCosineLoss()(cosine, torch.full((1, 2, 2), 255))
     loss.backward()
-    assert loss.item() == 0.0 and scores.grad is not None
+    assert loss.item() == 0.0 and cosine.grad is not None
+
+
+def test_fused_loss_is_the_definition(label_space: Path) -> None:
+    """loss_by_feat (fused kernel) equals 1 - cos(p, m_label) computed from the head's own
+    properties_at and class_scores (the inference path), with the same gradient."""
+    head = uper(label_space)
+    label = torch.randint(0, 3, (2, 30, 22))
+    label[:, :3] = 255
+    logits = torch.randn(2, 5, 8, 6, requires_grad=True)
+    losses = head.loss_by_feat(logits, [sample(label[0]), sample(label[1])])
+    scores = head.class_scores(head.properties_at(logits, (30, 22)))
+    valid = label != 255
+    cosine = scores.gather(1, torch.where(valid, label, 0)[:, None]).squeeze(1)
+    expected = ((1 - cosine) * valid).sum() / valid.sum()
+    torch.testing.assert_close(losses["loss_prop"], expected)
+    accuracy = ((scores.argmax(1) == label) & valid).sum() / valid.sum() * 100
+    torch.testing.assert_close(losses["acc_seg"], accuracy.reshape(1))
+    grads = [torch.autograd.grad(value, logits)[0] for value in (losses["loss_prop"], expected)]
+    torch.testing.assert_close(grads[0], grads[1])
 
 
 def test_k_properties_drive_a_head_with_k_outputs(tmp_path: Path) -> None:
