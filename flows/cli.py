@@ -132,6 +132,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
     from tasks.store import ArtifactStore
 
     store = ArtifactStore(args.artifacts)
+    store.sweep()  # temporaries of killed writers; each one removed is logged
     damaged = store.verify()
     for directory, issues in damaged.items():
         print(f"DAMAGED {directory}")

@@ -5,17 +5,22 @@ parameters, the keys or content hashes of its inputs), so an unchanged stage is 
 An artifact appears only complete: it is written to a temporary directory beside its
 final place and renamed into place; a directory whose files do not match the hashes in
 its manifest is never a hit: it is reported and moved aside to ``<root>/.quarantine``.
+A temporary directory's name carries its writer (pid and host), so one left by a killed
+writer is swept once that process is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -85,6 +90,36 @@ def _file_hashes(directory: Path) -> dict[str, str]:
     }
 
 
+@functools.cache
+def _this_host() -> str:
+    """This host and its pid namespace: together they say which process a writer's pid names."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "localhost"
+    with contextlib.suppress(OSError):
+        host += f".{os.stat('/proc/self/ns/pid').st_ino}"
+    return host
+
+
+def _tmp_name(key: str) -> str:
+    """``.tmp-<key>-<random>-<pid>@<host>``: unique, and naming the process that writes it."""
+    return f"{TMP_PREFIX}{key}-{uuid.uuid4().hex[:8]}-{os.getpid()}@{_this_host()}"
+
+
+def _writer_is_dead(name: str) -> bool:
+    """Whether a temporary directory's writer was a process of this host that has ended. A writer
+    on another host, or one a name does not identify, is presumed alive."""
+    head, at, host = name.rpartition("@")
+    pid = head.rpartition("-")[2]
+    if not at or host != _this_host() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # alive under another user, or no pid at all
+        return False
+    return False
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A complete, verified artifact directory and its manifest."""
@@ -145,6 +180,29 @@ class ArtifactStore:
             directory.rename(target)
 
     @contextlib.contextmanager
+    def _scratch(self, stage: str, key: str) -> Iterator[Path]:
+        """A new temporary directory beside ``<stage>/<key>``, removed on exit. Those that
+        writers killed before their clean-up ran are swept first."""
+        stage_dir = self.root / stage
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        self._sweep_dir(stage_dir)
+        tmp = stage_dir / _tmp_name(key)
+        tmp.mkdir()
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _settle(self, tmp: Path, stage: str, key: str) -> None:
+        """Rename a complete temporary directory to ``<stage>/<key>``, keeping a finished twin."""
+        try:
+            tmp.rename(self.path(stage, key))
+        except OSError:
+            if self.get(stage, key) is None:  # not a finished twin: a real failure
+                raise
+            log.info("artifact %s/%s was written concurrently; keeping the first", stage, key)
+
+    @contextlib.contextmanager
     def create(
         self,
         stage: str,
@@ -159,12 +217,8 @@ class ArtifactStore:
         On an exception the temporary directory is removed and nothing appears. When
         another writer finished the same key first, its (identical) artifact is kept.
         """
-        final = self.path(stage, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f"{TMP_PREFIX}{key}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        started = time.time()
-        try:
+        with self._scratch(stage, key) as tmp:
+            started = time.time()
             yield tmp
             manifest = {
                 "stage": stage,
@@ -178,14 +232,7 @@ class ArtifactStore:
                 "seconds": round(time.time() - started, 3),
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-            try:
-                tmp.rename(final)
-            except OSError:
-                if self.get(stage, key) is None:  # not a finished twin: a real failure
-                    raise
-                log.info("artifact %s/%s was written concurrently; keeping the first", stage, key)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self._settle(tmp, stage, key)
 
     def iter_artifacts(self) -> Iterator[Path]:
         if not self.root.is_dir():
@@ -198,6 +245,22 @@ class ArtifactStore:
                 # written) and ``train/.work-*`` (a resumable training run killed before it finished).
                 if directory.is_dir() and not directory.name.startswith("."):
                     yield directory
+
+    def sweep(self) -> list[Path]:
+        """Remove the temporary directories whose writers died (a SIGKILL runs no clean-up) and
+        return them. A live writer's is kept, and so is resumable training work (``.work-*``)."""
+        if not self.root.is_dir():
+            return []
+        return [swept for stage_dir in sorted(self.root.iterdir())
+                if stage_dir.is_dir() and not stage_dir.name.startswith(".")
+                for swept in self._sweep_dir(stage_dir)]
+
+    def _sweep_dir(self, stage_dir: Path) -> list[Path]:
+        swept = [tmp for tmp in sorted(stage_dir.glob(f"{TMP_PREFIX}*")) if _writer_is_dead(tmp.name)]
+        for tmp in swept:
+            log.info("removing %s: its writer is gone", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return swept
 
     def verify(self) -> dict[Path, list[str]]:
         """Every damaged artifact under the root with what is wrong with it."""

@@ -1,5 +1,6 @@
 """SIGKILL in each stage: the store holds no torn artifact, the next run completes reusing what
-finished, and training resumes from its last checkpoint.
+finished and sweeps the killed writer's temporary directory, and training resumes from its last
+checkpoint.
 
 Each kill is of the ``prolab`` process group, the moment a marker appears (a file in the store,
 or a log line): never a sleep. Stages are killed in pipeline order on one store, so every rerun
@@ -71,7 +72,7 @@ def test_sigkill_in_describe_embed_and_cluster(cli_env: dict[str, str], tmp_path
         directory = last_line(done)
         assert "describe: computing" not in done.stderr and "embed: computing" not in done.stderr
         assert "new texts" not in done.stderr and "cluster" in done.stderr
-    found = assert_store_sound(store)
+    found = assert_store_sound(store, allow_temporaries=False)  # each rerun swept what its stage's kill left
     assert {stage: len(keys) for stage, keys in found.items()} == {"describe": 1, "embed": 1, "cluster": 1}
     assert (directory / "properties.parquet").is_file()
     assert prolab(cli_env, "verify").returncode == 0
@@ -105,13 +106,14 @@ def test_sigkill_in_train_resumes_from_the_last_checkpoint_and_in_evaluate_recom
                 "--checkpoint", str(run), *TINY_RESUMABLE]
     kill_when(cli_env, lambda: bool(list(store.glob("evaluate/.tmp-*/*"))), *evaluate)
     assert "evaluate" not in assert_store_sound(store)
+    assert stray_temporaries(store), "the killed evaluate left its temporary directory"
     metrics = last_line(prolab(cli_env, *evaluate)) / "metrics.json"
     assert 0 <= json.loads(metrics.read_text())["mIoU"] <= 100
     found = assert_store_sound(store)
     assert {stage: len(keys) for stage, keys in found.items()} == {"train": 1, "evaluate": 1}
     assert prolab(cli_env, "verify").returncode == 0
-    # A SIGKILL cannot run clean-up: the killed writer's temporary may remain; it is never an artifact.
-    assert all(p.name.startswith(".tmp-") for p in stray_temporaries(store))
+    # A SIGKILL runs no clean-up; the next run's create swept the killed writers' temporaries.
+    assert stray_temporaries(store) == []
 
 
 pytestmark = pytest.mark.timeout(900)

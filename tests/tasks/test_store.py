@@ -1,14 +1,18 @@
-"""The artifact store: atomic creation, verification, damage detection, concurrent writers."""
+"""The artifact store: atomic creation, verification, damage detection, concurrent writers, and
+the sweep of temporary directories left by killed writers."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from tasks.store import MANIFEST, QUARANTINE, ArtifactStore, artifact_key
+from tests.support import PROJECT_ROOT
 
 
 def _write(store: ArtifactStore, key: str, text: str = "hello") -> Path:
@@ -90,3 +94,47 @@ def test_concurrent_writers_of_one_key_both_succeed(tmp_path: Path) -> None:
     assert errors == []
     assert [p.name for p in (tmp_path / "stage").iterdir()] == ["same"]
     assert store.verify() == {}
+
+
+# A writer in its own process, inside ``create`` for stage/same until its stdin closes.
+HOLDING_WRITER = """
+import sys
+from tasks.store import ArtifactStore
+with ArtifactStore(sys.argv[1]).create("stage", "same", version="1", params={}, inputs={}) as tmp:
+    (tmp / "out.txt").write_text("half")
+    print(tmp, flush=True)
+    sys.stdin.read()
+"""
+
+
+def _holding_writer(root: Path) -> tuple[subprocess.Popen[str], Path]:
+    writer = subprocess.Popen([sys.executable, "-c", HOLDING_WRITER, str(root)], cwd=PROJECT_ROOT, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    return writer, Path(writer.stdout.readline().strip())
+
+
+def test_a_live_writers_temporary_survives_sweeps_and_a_killed_ones_is_swept(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    (first, first_tmp), (second, second_tmp) = _holding_writer(tmp_path), _holding_writer(tmp_path)
+    work = tmp_path / "train" / f".work-{'0' * 16}"  # resumable training work is never swept
+    work.mkdir(parents=True)
+    legacy = tmp_path / "stage" / ".tmp-old-0123abcd"  # a writer the name does not identify
+    legacy.mkdir()
+    try:
+        assert first_tmp.is_dir() and second_tmp.is_dir() and first_tmp != second_tmp
+        _write(store, "other")  # a create in the same stage directory sweeps it
+        assert store.sweep() == []
+        assert first_tmp.is_dir() and second_tmp.is_dir(), "a live writer's temporary is never removed"
+
+        first.kill()
+        first.wait(10)
+        _write(store, "another")
+        assert not first_tmp.exists(), "the next create in the stage directory sweeps a dead writer's"
+        assert second_tmp.is_dir()
+    finally:
+        for writer in (first, second):
+            writer.kill()
+            writer.wait(10)
+    assert store.sweep() == [second_tmp]
+    assert work.is_dir() and legacy.is_dir()
+    assert {p.name for p in (tmp_path / "stage").iterdir()} == {"other", "another", legacy.name}
