@@ -13,8 +13,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from tasks.store import ArtifactStore
 
 log = logging.getLogger("prolab")
 
@@ -27,8 +31,9 @@ class UserError(Exception):
 
 
 def _add_store(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--artifacts", metavar="DIR", default=None,
-                        help="artifact store root (default: $PROLAB_ARTIFACTS or ./artifacts)")
+    parser.add_argument("--artifacts", metavar="DIR_OR_URL", default=None,
+                        help="artifact store root: a directory, or an fsspec URL such as s3://bucket/prolab "
+                             "cached locally under $PROLAB_CACHE (default: $PROLAB_ARTIFACTS or ./artifacts)")
 
 
 def _add_label_space_options(parser: argparse.ArgumentParser) -> None:
@@ -59,20 +64,27 @@ def _label_space_params(args: argparse.Namespace):
     )
 
 
+def _store(args: argparse.Namespace) -> ArtifactStore:
+    """The store ``--artifacts`` names; a root that cannot be opened fails here, before any flow run."""
+    from tasks.store import ArtifactStore
+
+    return ArtifactStore(args.artifacts)
+
+
 def cmd_label_space(args: argparse.Namespace) -> None:
     from flows.label_space import label_space_flow, plan_label_space
 
     params = _label_space_params(args)
     plan_label_space(params)  # bad input is reported before a flow run starts
+    _store(args)
     print(label_space_flow(params, artifacts=args.artifacts))
 
 
 def cmd_status(args: argparse.Namespace) -> None:
     from flows.label_space import plan_label_space
     from tasks.stage import explain
-    from tasks.store import ArtifactStore
 
-    store = ArtifactStore(args.artifacts)
+    store = _store(args)
     stale = False
     for stage, plan in plan_label_space(_label_space_params(args)).items():
         fresh, why = explain(store, plan)
@@ -95,6 +107,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     label_space, params = _existing(args.label_space, "--label-space"), _train_params(args)
     plan_train(label_space_ref(label_space), params)  # bad input is reported before a flow run starts
+    _store(args)
     print(train_on_label_space_flow(str(label_space), params, artifacts=args.artifacts))
 
 
@@ -108,6 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     train, params = _train_params(args), EvaluateParams(split=args.split)
     # bad input is reported before a flow run starts
     plan_evaluate(checkpoint_ref(checkpoint), label_space_ref(label_space), train, params)
+    _store(args)
     print(evaluate_checkpoint_flow(str(label_space), str(checkpoint), train, params, artifacts=args.artifacts))
 
 
@@ -129,19 +143,17 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from tasks.store import ArtifactStore
-
-    store = ArtifactStore(args.artifacts)
+    store = _store(args)
     store.sweep()  # temporaries of killed writers; each one removed is logged
     damaged = store.verify()
     for directory, issues in damaged.items():
         print(f"DAMAGED {directory}")
         for issue in issues:
             print(f"  {issue}")
+    where = store.location if store.remote is None else f"{store.location} and its local cache {store.root}"
     if damaged:
-        raise UserError(f"{len(damaged)} damaged artifact(s) under {store.root}; "
-                        "the next run recomputes them")
-    print(f"all artifacts under {store.root} match their manifests", file=sys.stderr)
+        raise UserError(f"{len(damaged)} damaged artifact(s) under {where}; the next run recomputes them")
+    print(f"all artifacts under {where} match their manifests", file=sys.stderr)
 
 
 def cmd_llm_serve(args: argparse.Namespace) -> None:

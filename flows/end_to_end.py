@@ -23,7 +23,7 @@ from tasks.store import ArtifactStore
 def end_to_end_flow(params: EndToEndParams = EndToEndParams(), artifacts: str | None = None) -> str:
     """Describe, embed, cluster, train and evaluate; returns the evaluation's artifact directory."""
     store = ArtifactStore(artifacts)
-    root, options = str(store.root), task_options(store)
+    root, options = store.location, task_options(store)
     plans = plan_pipeline(params)
 
     described = describe_task.with_options(**options)(plans["describe"], params.label_space.describe, root)
@@ -40,7 +40,7 @@ def train_on_label_space_flow(label_space: str, params: TrainParams = TrainParam
     """Train on a label space directory; returns the training run's artifact directory."""
     store = ArtifactStore(artifacts)
     plan = plan_train(label_space_ref(Path(label_space)), params)
-    return train_task.with_options(**task_options(store))(label_space, plan, params, str(store.root))
+    return train_task.with_options(**task_options(store))(label_space, plan, params, store.location)
 
 
 @flow(name="evaluate-checkpoint", log_prints=True)
@@ -50,4 +50,4 @@ def evaluate_checkpoint_flow(label_space: str, checkpoint: str, train: TrainPara
     store = ArtifactStore(artifacts)
     plan = plan_evaluate(checkpoint_ref(Path(checkpoint)), label_space_ref(Path(label_space)), train, params)
     return evaluate_task.with_options(**task_options(store))(label_space, checkpoint, plan, train, params,
-                                                            str(store.root))
+                                                            store.location)

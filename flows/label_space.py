@@ -26,7 +26,7 @@ def label_space_flow(params: LabelSpaceParams = LabelSpaceParams(), artifacts: s
     store = ArtifactStore(artifacts)
     plans = plan_label_space(params)
     options = task_options(store)
-    root = str(store.root)
+    root = store.location
     described = describe_task.with_options(**options)(plans["describe"], params.describe, root)
     embedded = embed_task.with_options(**options)(described, plans["embed"], params.embed, root)
     return cluster_task.with_options(**options)(embedded, plans["cluster"], params.cluster, root)

@@ -50,7 +50,7 @@ def upstream_paths(store: ArtifactStore, plans: dict[str, StagePlan], stage: str
         found = store.get(needed, plans[needed].key)
         if found is None:
             raise MissingUpstreamError(
-                f"{stage} reads the {needed} artifact {plans[needed].ref()}, which is not in {store.root}: "
+                f"{stage} reads the {needed} artifact {plans[needed].ref()}, which is not in {store.location}: "
                 f"run the {needed} stage first with the same parameters (deployment '{needed}/{needed}', "
                 f"or 'end-to-end/end-to-end' for everything)")
         paths.append(str(found.path))
@@ -70,7 +70,7 @@ def _prepare(stage: str, params: EndToEndParams, artifacts: str | None) -> tuple
 def describe_flow(params: EndToEndParams = EndToEndParams(), artifacts: str | None = None) -> str:
     """Describe the classes (import or LLM); returns the describe artifact's directory."""
     store, plan, _ = _prepare("describe", params, artifacts)
-    return describe_task.with_options(**task_options(store))(plan, params.label_space.describe, str(store.root))
+    return describe_task.with_options(**task_options(store))(plan, params.label_space.describe, store.location)
 
 
 @flow(name="embed", log_prints=True)
@@ -78,7 +78,7 @@ def embed_flow(params: EndToEndParams = EndToEndParams(), artifacts: str | None 
     """Embed the stored descriptions; returns the embed artifact's directory."""
     store, plan, (described,) = _prepare("embed", params, artifacts)
     return embed_task.with_options(**task_options(store))(described, plan, params.label_space.embed,
-                                                         str(store.root))
+                                                         store.location)
 
 
 @flow(name="cluster", log_prints=True)
@@ -86,14 +86,14 @@ def cluster_flow(params: EndToEndParams = EndToEndParams(), artifacts: str | Non
     """Cluster the stored embeddings into the label space; returns its directory."""
     store, plan, (embedded,) = _prepare("cluster", params, artifacts)
     return cluster_task.with_options(**task_options(store))(embedded, plan, params.label_space.cluster,
-                                                           str(store.root))
+                                                           store.location)
 
 
 @flow(name="train", log_prints=True)
 def train_flow(params: EndToEndParams = EndToEndParams(), artifacts: str | None = None) -> str:
     """Train on the stored label space; returns the training run's directory."""
     store, plan, (label_space,) = _prepare("train", params, artifacts)
-    return train_task.with_options(**task_options(store))(label_space, plan, params.train, str(store.root))
+    return train_task.with_options(**task_options(store))(label_space, plan, params.train, store.location)
 
 
 @flow(name="evaluate", log_prints=True)
@@ -101,4 +101,4 @@ def evaluate_flow(params: EndToEndParams = EndToEndParams(), artifacts: str | No
     """Evaluate the stored training run; returns the evaluation's directory."""
     store, plan, (label_space, run) = _prepare("evaluate", params, artifacts)
     return evaluate_task.with_options(**task_options(store))(label_space, run, plan, params.train,
-                                                            params.evaluate, str(store.root))
+                                                            params.evaluate, store.location)

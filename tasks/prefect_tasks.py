@@ -1,9 +1,9 @@
 """The stages as Prefect tasks: thin wrappers whose cache key is the artifact key.
 
 A task's result is only the artifact path (JSON), and its cache record is kept beside the
-artifacts (``<root>/.prefect-results``), so a reused stage shows as Cached in the UI. A
-record whose artifact was deleted or damaged is dropped before Prefect looks it up: the
-stage recomputes instead of returning a path to nothing.
+artifacts (``<root>/.prefect-results``; for a URL root, in this machine's cache), so a reused
+stage shows as Cached in the UI. A record whose artifact was deleted or damaged is dropped
+before Prefect looks it up: the stage recomputes instead of returning a path to nothing.
 """
 
 from __future__ import annotations

@@ -65,6 +65,8 @@ def explain(store: ArtifactStore, plan: StagePlan) -> tuple[bool, str]:
 
 
 def _latest_manifest(store: ArtifactStore, stage: str) -> dict | None:
+    if store.remote is not None:  # the shared store's history, not only what this machine cached
+        return max(store.remote.manifests(stage), key=lambda m: str(m.get("created", "")), default=None)
     stage_dir = store.root / stage
     manifests = [d / MANIFEST for d in stage_dir.iterdir() if (d / MANIFEST).is_file()] if stage_dir.is_dir() else []
     if not manifests:

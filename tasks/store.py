@@ -7,6 +7,10 @@ final place and renamed into place; a directory whose files do not match the has
 its manifest is never a hit: it is reported and moved aside to ``<root>/.quarantine``.
 A temporary directory's name carries its writer (pid and host), so one left by a killed
 writer is swept once that process is gone.
+
+The root may also be an fsspec URL (``s3://bucket/prolab``, ``file:///shared/prolab``): the
+store is then that remote, mirrored by a local cache directory that the stages read and
+write (``tasks/remote_store.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tasks.remote_store import RemoteStore
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +53,14 @@ class ArtifactError(RuntimeError):
     """A stored artifact is missing, incomplete or does not match its manifest."""
 
 
-def default_root() -> Path:
-    """``$PROLAB_ARTIFACTS`` or ``artifacts/`` under the current directory."""
-    return Path(os.environ.get("PROLAB_ARTIFACTS", "artifacts")).expanduser()
+def default_root() -> str:
+    """``$PROLAB_ARTIFACTS`` or ``artifacts`` (under the current directory)."""
+    return os.environ.get("PROLAB_ARTIFACTS", "artifacts")
+
+
+def is_url(root: str | Path) -> bool:
+    """Whether a root names an fsspec file system (``scheme://...``) rather than a local path."""
+    return isinstance(root, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", root) is not None
 
 
 def canonical_json(value: Any) -> str:
@@ -88,6 +100,28 @@ def _file_hashes(directory: Path) -> dict[str, str]:
         for path in sorted(directory.rglob("*"))
         if path.is_file() and path.name != MANIFEST
     }
+
+
+def manifest_problems(directory: Path, shown_as: str) -> list[str]:
+    """What is wrong with an artifact directory, naming its files under ``shown_as`` (a remote
+    copy is checked in a local directory but reported by its URL); empty when it matches."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        return [f"{shown_as}: no {MANIFEST}"]
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        expected: dict[str, str] = manifest["files"]
+    except (ValueError, KeyError, TypeError) as error:
+        return [f"{shown_as}/{MANIFEST}: unreadable manifest ({error})"]
+    found = _file_hashes(directory)
+    issues = [f"{shown_as}/{name}: missing" for name in expected if name not in found]
+    issues += [f"{shown_as}/{name}: not in the manifest" for name in found if name not in expected]
+    issues += [
+        f"{shown_as}/{name}: sha256 differs from the manifest"
+        for name, digest in expected.items()
+        if name in found and found[name] != digest
+    ]
+    return issues
 
 
 @functools.cache
@@ -133,36 +167,45 @@ class Artifact:
 
 
 class ArtifactStore:
-    """Artifacts under one root directory; safe for concurrent writers of the same key."""
+    """Artifacts under one root, a directory or an fsspec URL; safe for concurrent writers of the same key.
+
+    ``root`` is the local directory that stages read and write (for a URL root, the local cache);
+    ``location`` names the store for other processes and machines (the URL, or that directory).
+    """
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root).expanduser().resolve() if root is not None else default_root().resolve()
+        root = default_root() if root is None else root
+        self.remote: RemoteStore | None = None
+        if is_url(root):
+            from tasks.remote_store import cache_dir, open_remote  # fsspec is imported for URL roots only
+
+            self.remote = open_remote(str(root))
+            self.root = cache_dir(self.remote.url)
+            self.location = self.remote.url
+        else:
+            self.root = Path(root).expanduser().resolve()
+            self.location = str(self.root)
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
     def problems(self, directory: Path) -> list[str]:
         """What is wrong with an artifact directory; empty when it matches its manifest."""
-        manifest_path = directory / MANIFEST
-        if not manifest_path.is_file():
-            return [f"{directory}: no {MANIFEST}"]
-        try:
-            manifest = json.loads(manifest_path.read_text())
-            expected: dict[str, str] = manifest["files"]
-        except (ValueError, KeyError, TypeError) as error:
-            return [f"{manifest_path}: unreadable manifest ({error})"]
-        found = _file_hashes(directory)
-        issues = [f"{directory / name}: missing" for name in expected if name not in found]
-        issues += [f"{directory / name}: not in the manifest" for name in found if name not in expected]
-        issues += [
-            f"{directory / name}: sha256 differs from the manifest"
-            for name, digest in expected.items()
-            if name in found and found[name] != digest
-        ]
-        return issues
+        return manifest_problems(directory, str(directory))
 
     def get(self, stage: str, key: str) -> Artifact | None:
-        """The verified artifact, or None. A damaged one is reported and moved aside."""
+        """The verified artifact, or None. A damaged one is reported and moved aside. With a
+        remote, a local miss is fetched from it, and a local hit it lacks is published to it."""
+        found = self._get_local(stage, key)
+        if self.remote is None:
+            return found
+        if found is None:
+            return self._fetch(self.remote, stage, key)
+        if not self.remote.has(stage, key):  # its publication failed, or the remote lost it
+            self.remote.publish(stage, key, found.path)
+        return found
+
+    def _get_local(self, stage: str, key: str) -> Artifact | None:
         directory = self.path(stage, key)
         if not directory.exists():
             return None
@@ -171,6 +214,21 @@ class ArtifactStore:
             log.warning("artifact %s/%s is damaged and will be recomputed: %s", stage, key, "; ".join(issues))
             self._quarantine(directory)
             return None
+        return Artifact(directory, json.loads((directory / MANIFEST).read_text()))
+
+    def _fetch(self, remote: RemoteStore, stage: str, key: str) -> Artifact | None:
+        """The remote copy, downloaded, checked against its manifest and renamed into the cache."""
+        with self._scratch(stage, key) as tmp:
+            issues = remote.download(stage, key, tmp)
+            if issues is None:
+                return None
+            if issues:
+                log.warning("remote artifact %s is damaged, not trusted, and will be recomputed: %s",
+                            remote.url_of(stage, key), "; ".join(issues))
+                return None
+            self._settle(tmp, stage, key)
+        log.info("%s/%s: fetched from %s", stage, key, remote.url)
+        directory = self.path(stage, key)
         return Artifact(directory, json.loads((directory / MANIFEST).read_text()))
 
     def _quarantine(self, directory: Path) -> None:
@@ -198,7 +256,7 @@ class ArtifactStore:
         try:
             tmp.rename(self.path(stage, key))
         except OSError:
-            if self.get(stage, key) is None:  # not a finished twin: a real failure
+            if self._get_local(stage, key) is None:  # not a finished twin: a real failure
                 raise
             log.info("artifact %s/%s was written concurrently; keeping the first", stage, key)
 
@@ -212,7 +270,8 @@ class ArtifactStore:
         params: Mapping[str, Any],
         inputs: Mapping[str, str],
     ) -> Iterator[Path]:
-        """Yield a temporary directory to fill; on success it becomes ``<stage>/<key>``.
+        """Yield a temporary directory to fill; on success it becomes ``<stage>/<key>`` (and,
+        with a remote, is published to it).
 
         On an exception the temporary directory is removed and nothing appears. When
         another writer finished the same key first, its (identical) artifact is kept.
@@ -233,6 +292,8 @@ class ArtifactStore:
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
             self._settle(tmp, stage, key)
+        if self.remote is not None:
+            self.remote.publish(stage, key, self.path(stage, key))
 
     def iter_artifacts(self) -> Iterator[Path]:
         if not self.root.is_dir():
@@ -262,6 +323,16 @@ class ArtifactStore:
             shutil.rmtree(tmp, ignore_errors=True)
         return swept
 
-    def verify(self) -> dict[Path, list[str]]:
-        """Every damaged artifact under the root with what is wrong with it."""
-        return {d: issues for d in self.iter_artifacts() if (issues := self.problems(d))}
+    def verify(self) -> dict[Path | str, list[str]]:
+        """Every damaged artifact with what is wrong with it: local directories by path and, with a
+        remote, its committed artifacts by URL (each downloaded into a temporary directory to be checked)."""
+        damaged: dict[Path | str, list[str]] = {
+            d: issues for d in self.iter_artifacts() if (issues := self.problems(d))
+        }
+        if self.remote is not None:
+            for stage, key in self.remote.artifacts():
+                with self._scratch(stage, key) as tmp:
+                    issues = self.remote.download(stage, key, tmp)
+                if issues:
+                    damaged[self.remote.url_of(stage, key)] = issues
+        return damaged
