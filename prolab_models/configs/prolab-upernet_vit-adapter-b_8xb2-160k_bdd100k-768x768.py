@@ -8,6 +8,7 @@ _base_ = [
 custom_imports = dict(imports=['prolab_models'], allow_failed_imports=False)
 crop_size = (768, 768)
 dataset_type = 'ProLabBDD100KDataset'
+data_root = 'data/bdd100k'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
@@ -20,6 +21,9 @@ train_pipeline = [
 model = dict(
     data_preprocessor=dict(size=crop_size),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(512, 512)))
-train_dataloader = dict(batch_size=2, dataset=dict(type=dataset_type, pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(type=dataset_type))
+# Folders by split name (not mmseg's data_prefix), so `prolab evaluate --split` picks them.
+train_dataloader = dict(batch_size=2, dataset=dict(
+    _delete_=True, type=dataset_type, data_root=data_root, split='train', pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(
+    _delete_=True, type=dataset_type, data_root=data_root, split='val', pipeline={{_base_.test_pipeline}}))
 test_dataloader = val_dataloader
