@@ -4,13 +4,18 @@
 module gives them keys and artifacts. A training run's key hashes the resolved config (with
 its overrides), the label space's key and the dataset's fingerprint. Training runs in a stable
 work dir (``<root>/train/.work-<key>``) so that a killed run resumes from its last checkpoint;
-only a finished run becomes the artifact.
+only a finished run becomes the artifact. One process at a time trains a key (``.lock-<key>``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from mmengine.config import Config
@@ -18,6 +23,8 @@ from mmengine.config import Config
 from tasks.params import EvaluateParams, TrainParams
 from tasks.stage import StagePlan, materialize
 from tasks.store import ArtifactStore, canonical_json, sha256_bytes, sha256_file
+
+log = logging.getLogger(__name__)
 
 TRAIN_VERSION = "1"
 EVALUATE_VERSION = "1"
@@ -67,8 +74,39 @@ def plan_train(label_space: str, params: TrainParams) -> StagePlan:
                      {"label_space": label_space, "dataset": dataset})
 
 
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``lock``, removed on release so nothing is left
+    behind. A waiter woken on a file its holder removed (and a third process may have created
+    anew) has locked nothing that others see, so it tries again; a killed holder's lock is
+    released by the kernel."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s is held by another process; waiting for it", lock)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        held = os.fstat(fd)
+        with contextlib.suppress(FileNotFoundError):
+            current = os.stat(lock)
+            if (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def run_train(label_space: Path, plan: StagePlan, params: TrainParams, store: ArtifactStore) -> Path:
-    """The training run's artifact: config, logs, scalars and the final checkpoint."""
+    """The training run's artifact: config, logs, scalars and the final checkpoint.
+
+    Two runs of one key would share the resumable work dir, and the first to finish moves its
+    files away under the other: the second waits for the lock instead, then finds the artifact.
+    """
     from tasks.train import train
 
     def build(out: Path) -> None:
@@ -80,7 +118,8 @@ def run_train(label_space: Path, plan: StagePlan, params: TrainParams, store: Ar
             shutil.move(str(path), out / path.name)
         shutil.rmtree(work_dir)
 
-    return materialize(store, plan, build)
+    with exclusive(store.root / "train" / f".lock-{plan.key}"):
+        return materialize(store, plan, build)
 
 
 def checkpoint_ref(checkpoint: Path) -> str:

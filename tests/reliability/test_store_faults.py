@@ -1,14 +1,24 @@
-"""Corruption and concurrency through the CLI: a flipped byte is never trusted, and two runs of
-the same inputs on one store both succeed with one artifact per stage."""
+"""Corruption and concurrency: a flipped byte is never trusted, and two runs of the same inputs
+on one store (label space, or the whole pipeline) both succeed with one artifact per stage."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
-from tasks.store import QUARANTINE
+from tasks.store import QUARANTINE, TMP_PREFIX
+from tests.helpers.demo_runs import demo_root  # noqa: F401  (fixture)
+from tests.helpers.prefect_runs import STAGES, pipeline_params, write_descriptors
 from tests.reliability.conftest import CITYSCAPES, PROLAB, assert_store_sound, last_line, prolab
 from tests.support import PROJECT_ROOT, shared_path
+
+# The end-to-end flow in a process of its own, as a worker runs it: EndToEndParams JSON in argv[1],
+# the evaluation's directory on stdout; the store is $PROLAB_ARTIFACTS.
+END_TO_END = ("import sys; from flows.end_to_end import end_to_end_flow; from tasks.params import EndToEndParams; "
+              "print(end_to_end_flow(EndToEndParams.model_validate_json(sys.argv[1])))")
 
 
 def test_a_flipped_byte_in_a_cluster_artifact_is_listed_then_recomputed(cli_env: dict[str, str]) -> None:
@@ -50,3 +60,27 @@ def test_two_label_space_runs_at_once_both_succeed_with_one_artifact_per_stage(c
     found = assert_store_sound(store, allow_temporaries=False)
     assert {stage: len(keys) for stage, keys in found.items()} == {"describe": 1, "embed": 1, "cluster": 1}
     assert not list(store.rglob(".*.tmp")) and not list(store.rglob("*.tmp"))
+
+
+def test_two_end_to_end_runs_at_once_both_succeed_with_one_artifact_per_stage(
+    cli_env: dict[str, str], tmp_path: Path, demo_root: Path,  # noqa: F811
+) -> None:
+    store = Path(cli_env["PROLAB_ARTIFACTS"])
+    params = json.dumps(pipeline_params(write_descriptors(tmp_path / "descriptors.json"), demo_root))
+    logs = [tmp_path / f"run-{i}.log" for i in range(2)]
+    started = time.monotonic()
+    runs = []
+    for log in logs:  # stderr to files: a full pipe would stall one run and serialise the two
+        with open(log, "w") as stderr:
+            runs.append(subprocess.Popen([sys.executable, "-c", END_TO_END, params], env=cli_env, cwd=PROJECT_ROOT,
+                                         stdout=subprocess.PIPE, stderr=stderr, text=True))
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    for run, log in zip(runs, logs):
+        assert run.returncode == 0, log.read_text()[-4000:]
+    assert len({out.strip().splitlines()[-1] for out in outputs}) == 1, outputs
+    found = assert_store_sound(store, allow_temporaries=False)
+    assert {stage: len(keys) for stage, keys in found.items()} == dict.fromkeys(STAGES, 1)
+    assert prolab(cli_env, "verify").returncode == 0
+    assert not list(store.rglob(f"{TMP_PREFIX}*")), "no temporary is left anywhere under the store"
+    assert not list(store.glob("train/.work-*")), "the resumable work dir is gone once its run is an artifact"
+    print(f"two concurrent end-to-end runs: {time.monotonic() - started:.1f} s")
