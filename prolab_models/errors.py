@@ -14,5 +14,10 @@ class UnknownConfigError(ProLabInputError):
     """A config name is neither a known short name nor an existing file."""
 
 
+class InvalidConfigError(ProLabInputError):
+    """A config file cannot be read, lacks what a segmentation run needs, or is given an
+    override that cannot stand where it goes."""
+
+
 class LabelSpaceMismatchError(ProLabInputError):
     """A label space does not fit the dataset or the checkpoint it is used with."""

@@ -21,7 +21,7 @@ from mmengine.config import Config
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
-from prolab_models.configs import resolve_config
+from prolab_models.configs import check_overrides, check_sections, load_config, resolve_config
 from prolab_models.datasets import DatasetLayoutError
 from prolab_models.errors import LabelSpaceMismatchError
 from tasks.label_space import LabelSpace, load_label_space
@@ -50,10 +50,14 @@ def build_config(
     cfg_options: dict | None = None,
 ) -> Config:
     """The config of a run: resolved by name or path, ``cfg_options`` merged, the label space
-    and data root set wherever the config names them, the work dir set."""
-    cfg = Config.fromfile(resolve_config(config))
+    and data root set wherever the config names them, the work dir set. A config or override
+    that cannot run is refused here, naming the file or the setting."""
+    source = resolve_config(config)
+    cfg = load_config(source)
     if cfg_options:
+        check_overrides(cfg, cfg_options, source)
         cfg.merge_from_dict(cfg_options)
+    check_sections(cfg, source)
     _set_everywhere(cfg, "label_space", str(label_space))
     if data_root is not None:
         _set_everywhere(cfg, "data_root", str(data_root))

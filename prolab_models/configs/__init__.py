@@ -1,16 +1,29 @@
 """The model configs, and short names for them.
 
 ``resolve_config("camvid")`` -> the path of the CamVid CPU config; a path to an existing file
-is returned as is, so users can pass their own config.
+is returned as is, so users can pass their own config. ``load_config`` parses one, and every
+way a user's config can be wrong (syntax, a missing ``_base_``, an exception while it runs, a
+section a run needs, an override of the wrong type) is reported naming the file, in one line.
 """
 
 from __future__ import annotations
 
+import ast
+import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from prolab_models.errors import UnknownConfigError
+from mmengine.config import Config
+
+from prolab_models.errors import InvalidConfigError, UnknownConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent
+# What mmengine reads; mmseg's configs, ours included, are Python.
+CONFIG_SUFFIXES = (".py", ".json", ".yaml", ".yml")
+# What a run reads from every config: the model's head, and the datasets it trains and scores on.
+REQUIRED_SECTIONS = ("model.decode_head", "train_dataloader.dataset", "test_dataloader.dataset")
+_MISSING = object()
 
 CONFIGS: dict[str, str] = {
     # CPU: ViT-Adapter-T from scratch, minutes
@@ -32,8 +45,114 @@ def resolve_config(name_or_path: str | Path) -> Path:
     if str(name_or_path) in CONFIGS:
         return CONFIG_DIR / CONFIGS[str(name_or_path)]
     path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        raise InvalidConfigError(f"config {path}: is a directory, not a config file")
     if path.is_file():
+        if path.suffix not in CONFIG_SUFFIXES:
+            raise InvalidConfigError(f"config {path}: not a config file (expected a .py file, "
+                                     f"or {', '.join(CONFIG_SUFFIXES[1:])})")
         return path.resolve()
+    if path.suffix in CONFIG_SUFFIXES or "/" in str(name_or_path):
+        raise UnknownConfigError(f"config {str(name_or_path)!r}: no such file")
     raise UnknownConfigError(
         f"config {str(name_or_path)!r}: not a known name nor an existing file; "
         f"known names: {', '.join(CONFIGS)}")
+
+
+def _check_python_source(path: Path, child: Path | None = None, seen: frozenset[Path] = frozenset()) -> None:
+    """Parse a Python config and, recursively, its local ``_base_`` files. mmengine parses them
+    without their names (a syntax error is in ``<unknown>``; a missing base names no referrer)."""
+    via = f" (a _base_ of {child})" if child is not None else ""
+    if path.resolve() in seen:
+        raise InvalidConfigError(f"config {path}{via}: its _base_ files lead back to it")
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as error:
+        raise InvalidConfigError(f"config {path}{via}: Python syntax error at line {error.lineno}: "
+                                 f"{error.msg}") from None
+    except ValueError as error:  # source with a NUL byte
+        raise InvalidConfigError(f"config {path}{via}: not Python source ({error})") from None
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_base_" for t in node.targets)):
+            continue
+        try:
+            bases = ast.literal_eval(node.value)
+        except ValueError:
+            continue  # computed when the config runs: mmengine reports what it finds
+        bases = [bases] if isinstance(bases, str) else bases
+        if not isinstance(bases, (list, tuple)):
+            continue  # not file names: mmengine says what is wrong with it
+        for base in bases:
+            if not isinstance(base, str) or "::" in base or "{{" in base:  # a package's, or a template
+                continue
+            base_path = path.parent / base
+            if not base_path.is_file():
+                raise InvalidConfigError(f"config {path}{via}: its _base_ {base!r} does not exist ({base_path})")
+            if base_path.suffix == ".py":
+                _check_python_source(base_path, path, seen | {path.resolve()})
+
+
+def load_config(name_or_path: str | Path) -> Config:
+    """A config by short name or path, parsed; any error names the file."""
+    path = resolve_config(name_or_path)
+    if path.suffix == ".py":
+        _check_python_source(path)
+    try:
+        return Config.fromfile(path)
+    except Exception as error:  # a config is the user's code: whatever it raises is the file's fault
+        raise InvalidConfigError(f"config {path}: {type(error).__name__}: {error}") from error
+
+
+def _lookup(cfg: Any, dotted: str) -> Any:
+    """The value at ``a.b.0.c`` (mmengine's override keys), or ``_MISSING``."""
+    node = cfg
+    for part in dotted.split("."):
+        if hasattr(node, "keys") and part in node:  # Config, ConfigDict, dict
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+def _kind(value: Any) -> str | None:
+    """The kind a setting keeps under an override: a flag, a number or text (None: any value)."""
+    if isinstance(value, bool):
+        return "a flag (True/False)"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return None
+
+
+def check_overrides(cfg: Config, options: Mapping[str, Any], source: Path) -> None:
+    """Refuse an override that cannot stand where it goes, before any work: mmengine merges any
+    value, and ``max_iters='many'`` or ``lr=nan`` would fail (or train on garbage) much later."""
+    for key, value in options.items():
+        if _non_finite(value):
+            raise InvalidConfigError(f"cfg_options {key}={value!r}: not a finite number")
+        current = _lookup(cfg, key)
+        expected = None if current is _MISSING or current is None else _kind(current)
+        if expected is not None and value is not None and _kind(value) != expected:
+            raise InvalidConfigError(f"cfg_options {key}={value!r}: {source} sets {expected} there "
+                                     f"({current!r}), got {_kind(value) or type(value).__name__}")
+
+
+def check_sections(cfg: Config, source: Path) -> None:
+    """Refuse a config without what every run reads, naming the missing section."""
+    for dotted in REQUIRED_SECTIONS:
+        if _lookup(cfg, dotted) in (_MISSING, None):
+            raise InvalidConfigError(f"config {source}: no {dotted} (a segmentation config defines "
+                                     f"{', '.join(REQUIRED_SECTIONS)})")

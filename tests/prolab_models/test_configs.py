@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import pytest
 from mmengine.config import Config
 
-from prolab_models.configs import CONFIGS, resolve_config
-from prolab_models.errors import UnknownConfigError
+from prolab_models.configs import CONFIGS, check_overrides, check_sections, load_config, resolve_config
+from prolab_models.errors import InvalidConfigError, UnknownConfigError
 
 @functools.cache
 def parse(name: str) -> Config:
     """Each config once a session: parsing resolves mmseg:: bases and imports the plugin."""
-    return Config.fromfile(resolve_config(name))
+    return load_config(name)
 
 
 PAPER = {"ade20k": 320_000, "coco-stuff": 160_000, "pascal-context-59": 160_000, "cityscapes": 160_000,
@@ -23,6 +24,7 @@ PAPER = {"ade20k": 320_000, "coco-stuff": 160_000, "pascal-context-59": 160_000,
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_every_short_name_resolves_to_a_config_that_parses(name: str) -> None:
     cfg = parse(name)
+    check_sections(cfg, resolve_config(name))
     assert cfg.custom_imports["imports"] == ["prolab_models"]
     assert cfg.model.backbone.type == "ViTAdapter"
     prolab = not name.endswith("_ce")
@@ -61,3 +63,21 @@ def test_unknown_config_name_lists_the_known_ones() -> None:
     with pytest.raises(UnknownConfigError, match="config 'camvd': not a known name .* camvid"):
         resolve_config("camvd")
     assert issubclass(UnknownConfigError, ValueError)
+
+
+def test_overrides_keep_each_setting_s_kind_and_are_finite() -> None:
+    cfg, source = parse("demo"), resolve_config("demo")
+    check_overrides(cfg, {"optim_wrapper.optimizer.lr": 1, "train_cfg.max_iters": 40.0, "model.pretrained": None,
+                          "custom_hooks.0.num_batches": 2, "train_dataloader.persistent_workers": False,
+                          "custom_hooks": [], "a.new.setting": "anything"}, source)
+    refused = {
+        "train_cfg.max_iters": ("many", "sets a number there (300), got text"),
+        "train_dataloader.persistent_workers": (1, "sets a flag (True/False) there (True), got a number"),
+        "model.type": (3, "sets text there ('PropertyEncoderDecoder'), got a number"),
+        "optim_wrapper.optimizer.lr": (float("inf"), "not a finite number"),
+        "custom_hooks": ([{"type": "PreciseBNHook", "num_batches": float("nan")}], "not a finite number"),
+    }
+    for key, (value, message) in refused.items():
+        with pytest.raises(InvalidConfigError, match=re.escape(f"cfg_options {key}={value!r}: ") + ".*" +
+                           re.escape(message)):
+            check_overrides(cfg, {key: value}, source)
