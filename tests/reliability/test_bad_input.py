@@ -1,16 +1,21 @@
-"""What a careful, hostile user tries: each case exits non-zero with one clear message naming
-what is wrong and where, prints no Python traceback, and loses nothing already computed."""
+"""What a careful, hostile user tries, through the CLI (options, config files, datasets, label
+spaces) and through a deployment's parameters: each case exits non-zero (or ends its flow run
+Failed before any work) with one clear message naming what is wrong and where, prints no Python
+traceback, and loses nothing already computed."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from data.demo import DEMO_CLASSES
+from prolab_models.configs import CONFIG_DIR, CONFIGS
 from tasks.store import ArtifactStore
+from tests.helpers.demo_runs import demo_root, tiny_options  # noqa: F401  (fixture)
 from tests.helpers.label_space_factory import make_label_space
 from tests.reliability.conftest import CITYSCAPES, last_line, prolab
 from tests.support import shared_path
@@ -47,7 +52,25 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_label_space(root / "good", DEMO_CLASSES, k=4)
     (root / "not-a-checkpoint.pth").write_bytes(os.urandom(4096))
     (root / "empty-run").mkdir()
+    (root / "demo-descriptors.json").write_text(json.dumps({c: [f"{c} shape", f"{c} colour"] for c in DEMO_CLASSES}))
+    _write_configs(root / "configs")
     return root
+
+
+def _write_configs(directory: Path) -> None:
+    """Config files that are broken in each way a hand-written one can be."""
+    directory.mkdir()
+    demo = CONFIG_DIR / CONFIGS["demo"]
+    (directory / "syntax.py").write_text("crop_size = (128, 128)\nmodel = dict(type='EncoderDecoder'\n")
+    (directory / "no-base.py").write_text("_base_ = ['./nope.py']\n")
+    (directory / "base-syntax.py").write_text("_base_ = ['./syntax.py']\n")
+    (directory / "loop.py").write_text("_base_ = ['./loop.py']\n")
+    (directory / "raises.py").write_text(f"_base_ = ['{demo}']\ncrop_size = (undefined_size, 128)\n")
+    (directory / "no-head.py").write_text(f"_base_ = ['{demo}']\nmodel = dict(_delete_=True, type='EncoderDecoder')\n")
+    (directory / "model-only.py").write_text(
+        f"_base_ = ['{CONFIG_DIR}/_base_/models/upernet_vit-adapter-t_prolab_cpu.py']\n")
+    (directory / "config.txt").write_text(demo.read_text())
+    (directory / "a-directory.py").mkdir()
 
 
 LABEL_SPACE: dict[str, Case] = {
@@ -85,6 +108,76 @@ MODEL: dict[str, Case] = {
                                     "{in}/not-a-checkpoint.pth"], ["{in}/not-a-checkpoint.pth"]),
     "run directory without a checkpoint": (["evaluate", "--label-space", "{in}/good", "--checkpoint",
                                             "{in}/empty-run"], ["{in}/empty-run", "no checkpoint"]),
+    "--cfg-options value of the wrong type": (["train", "--label-space", "{in}/good", "--cfg-options",
+                                               "train_cfg.val_interval=often"],
+                                              ["cfg_options train_cfg.val_interval='often'", "sets a number there"]),
+    "--cfg-options NaN learning rate": (["train", "--label-space", "{in}/good", "--cfg-options",
+                                         "optim_wrapper.optimizer.lr=nan"],
+                                        ["cfg_options optim_wrapper.optimizer.lr=nan: not a finite number"]),
+}
+
+# prolab train --config FILE: the file's name in a one-line message.
+CONFIG_FILES: dict[str, Case] = {
+    "config file that does not exist": (["{in}/configs/missing.py"], ["config '{in}/configs/missing.py': no such file"]),
+    "config with a Python syntax error": (["{in}/configs/syntax.py"],
+                                          ["config {in}/configs/syntax.py: Python syntax error at line 2"]),
+    "config whose _base_ is missing": (["{in}/configs/no-base.py"],
+                                       ["config {in}/configs/no-base.py: its _base_ './nope.py' does not exist"]),
+    "config whose _base_ has a syntax error": (["{in}/configs/base-syntax.py"],
+                                               ["config {in}/configs/syntax.py (a _base_ of "
+                                                "{in}/configs/base-syntax.py): Python syntax error"]),
+    "config whose _base_ chain loops": (["{in}/configs/loop.py"],
+                                        ["config {in}/configs/loop.py", "its _base_ files lead back to it"]),
+    "config raising when it runs": (["{in}/configs/raises.py"],
+                                    ["config {in}/configs/raises.py: NameError: name 'undefined_size'"]),
+    "config without a decode head": (["{in}/configs/no-head.py"],
+                                     ["config {in}/configs/no-head.py: no model.decode_head"]),
+    "config without datasets": (["{in}/configs/model-only.py"],
+                                ["config {in}/configs/model-only.py: no train_dataloader.dataset"]),
+    "config that is not a .py file": (["{in}/configs/config.txt"],
+                                      ["config {in}/configs/config.txt: not a config file (expected a .py file"]),
+    "config that is a directory": (["{in}/configs/a-directory.py"],
+                                   ["config {in}/configs/a-directory.py: is a directory"]),
+}
+
+# A deployment's parameters (EndToEndParams as JSON), each beside valid ones. The server refuses
+# what the published schema can say (types, bounds, unknown fields) before a run exists
+# (tests/flows/test_deployments.py); every run, whoever starts it, validates them all again.
+DEPLOYMENT: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "k = 0": ({"label_space": {"cluster": {"k": 0}}},
+              ["params.label_space.cluster.k: Input should be greater than or equal to 1"]),
+    "k = -3": ({"label_space": {"cluster": {"k": -3}}},
+               ["params.label_space.cluster.k: Input should be greater than or equal to 1"]),
+    "k = 'many'": ({"label_space": {"cluster": {"k": "many"}}},
+                   ["params.label_space.cluster.k: Input should be a valid integer"]),
+    "k = 4.5": ({"label_space": {"cluster": {"k": 4.5}}},
+                ["params.label_space.cluster.k: Input should be a valid integer, got a number with a fractional"]),
+    "concurrency above 64": ({"label_space": {"describe": {"concurrency": 65}}},
+                             ["params.label_space.describe.concurrency: Input should be less than or equal to 64"]),
+    "empty embedder name": ({"label_space": {"embed": {"embedder": ""}}},
+                            ["params.label_space.embed.embedder: String should have at least 1 character"]),
+    "llm not an http(s) URL": ({"label_space": {"describe": {"llm": "ftp://example"}}},
+                               ["params.label_space.describe.llm", "http(s) base URL, got 'ftp://example'"]),
+    "neither dataset nor descriptors": ({"label_space": {"describe": {"dataset": None, "descriptors": None}}},
+                                        ["params.label_space.describe", "give a dataset"]),
+    "unknown top-level field": ({"trian": {}}, ["params.trian: Extra inputs are not permitted"]),
+    "misspelt nested field": ({"train": {"cfg_option": {}}}, ["params.train.cfg_option: Extra inputs are not"]),
+    "split not val or test": ({"evaluate": {"split": "training"}},
+                              ["params.evaluate.split: Input should be 'val' or 'test'"]),
+    "cfg_options not an object": ({"train": {"cfg_options": "train_cfg.max_iters=4"}},
+                                  ["params.train.cfg_options: Input should be a valid dictionary"]),
+    "cfg_options value of the wrong type": ({"train": {"cfg_options": {"train_cfg.max_iters": "many"}}},
+                                            ["cfg_options train_cfg.max_iters='many'", "sets a number there (300)"]),
+    "NaN learning rate": ({"train": {"cfg_options": {"optim_wrapper.optimizer.lr": float("nan")}}},
+                          ["cfg_options optim_wrapper.optimizer.lr=nan: not a finite number"]),
+    "descriptors that do not exist": ({"label_space": {"describe": {"descriptors": "/nonexistent/descriptors.json"}}},
+                                      ["/nonexistent/descriptors.json: no such file"]),
+    "descriptors path to a system file": ({"label_space": {"describe": {"descriptors": "/etc/hostname"}}},
+                                          ["/etc/hostname: malformed JSON"]),
+    "config that does not exist": ({"train": {"config": "/nonexistent/config.py"}},
+                                   ["config '/nonexistent/config.py': no such file"]),
+    "data root that does not exist": ({"train": {"data_root": "/nonexistent/demo"}},
+                                      ["/nonexistent/demo: dataset root not found"]),
 }
 
 
@@ -117,3 +210,42 @@ def test_train_and_evaluate_refuse(env: dict[str, str], inputs: Path, case: str)
     args, expected = MODEL[case]
     _check(env, [*_fill(args, inputs, env), "--config", "demo", "--cfg-options", "train_cfg.max_iters=1"],
            _fill(expected, inputs, env))
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_FILES))
+def test_config_files_are_refused_naming_the_file(env: dict[str, str], inputs: Path, case: str) -> None:
+    (config,), expected = CONFIG_FILES[case]
+    _check(env, ["train", "--label-space", str(inputs / "good"), *_fill(["--config", config], inputs, env)],
+           _fill(expected, inputs, env))
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        both_dicts = isinstance(value, dict) and isinstance(base.get(key), dict) and value
+        merged[key] = _merged(base[key], value) if both_dicts else value
+    return merged
+
+
+@pytest.mark.parametrize("case", sorted(DEPLOYMENT))
+def test_deployment_parameters_fail_the_run_before_any_work(
+    env: dict[str, str], inputs: Path, demo_root: Path, case: str,  # noqa: F811
+) -> None:
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    from flows.end_to_end import end_to_end_flow
+
+    override, expected = DEPLOYMENT[case]
+    # Valid around the bad value, with descriptions the store has never seen: had any stage run,
+    # describe (first, and sure to succeed) would have left an artifact.
+    valid = {"label_space": {"describe": {"descriptors": str(inputs / "demo-descriptors.json")}, "cluster": {"k": 4}},
+             "train": {"config": "demo", "data_root": str(demo_root), "cfg_options": tiny_options(2)}}
+    store = ArtifactStore(env["PROLAB_ARTIFACTS"])
+    before = sorted(store.iter_artifacts())
+    settings = {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_LOGGING_TO_API_ENABLED: False}
+    with temporary_settings(settings):
+        state = end_to_end_flow(params=_merged(valid, override), artifacts=str(store.root), return_state=True)
+    assert state.is_failed(), state
+    for text in expected:
+        assert text in state.message, f"{text!r} not in:\n{state.message}"
+    assert sorted(store.iter_artifacts()) == before and store.verify() == {}, "nothing computed, nothing lost"
