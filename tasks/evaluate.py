@@ -24,7 +24,7 @@ from prolab_models.errors import LabelSpaceMismatchError, ProLabInputError
 from prolab_models.segmentors import PropertyEncoderDecoder
 from prolab_models.visualization import save_activation_maps, save_confusion_matrix, save_iou_bars, save_overlays
 from tasks.label_space import LabelSpace, load_label_space
-from tasks.train import build_config, check_inputs, last_checkpoint, logs_to_stderr
+from tasks.train import build_config, check_inputs, last_checkpoint, logs_to_stderr, select_test_split
 
 METRICS_FILE = "metrics.json"
 
@@ -106,12 +106,7 @@ def evaluate(
     space = load_label_space(label_space)
     checkpoint_file = last_checkpoint(Path(checkpoint))
     cfg = build_config(config, space.path, out_dir, data_root, cfg_options)
-    dataset = cfg.test_dataloader.dataset
-    if "split" in dataset:
-        dataset.split = split
-    elif split != "val":
-        raise ValueError(f"{config}: the test dataset ({dataset['type']}) is set by data_prefix, not by a split; "
-                         f"split={split!r} is only for split-named datasets (demo, CamVid, BDD100K)")
+    select_test_split(cfg, config, split)
     check_inputs(cfg, space, "test_dataloader")
     property_model = issubclass(MODELS.get(cfg.model.type), PropertyEncoderDecoder)
     cfg.test_evaluator = [dict(type="PerClassIoUMetric", iou_metrics=["mIoU"])]

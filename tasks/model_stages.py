@@ -59,16 +59,16 @@ def _dataset_identity(root: Path) -> str:
     return dataset_fingerprint(root, content=root == DEFAULT_ROOT.resolve())
 
 
-def _identities(params: TrainParams) -> tuple[str, str]:
-    """What train and evaluate keys share: the resolved config's hash and the dataset's fingerprint."""
+def _identities(params: TrainParams) -> tuple[Config, str, str]:
+    """What train and evaluate keys share: the resolved config, its hash and the dataset's fingerprint."""
     data_root = resolve_data_root(params)
-    config_sha256 = sha256_bytes(canonical_json(_config(params, data_root).to_dict()).encode())
-    return config_sha256, _dataset_identity(data_root)
+    cfg = _config(params, data_root)
+    return cfg, sha256_bytes(canonical_json(cfg.to_dict()).encode()), _dataset_identity(data_root)
 
 
 def plan_train(label_space: str, params: TrainParams) -> StagePlan:
     """``label_space``: the label space's reference (``cluster/<key>``, see ``label_space_ref``)."""
-    config_sha256, dataset = _identities(params)
+    _, config_sha256, dataset = _identities(params)
     return StagePlan("train", TRAIN_VERSION,
                      {"config": params.config, "cfg_options": params.cfg_options, "config_sha256": config_sha256},
                      {"label_space": label_space, "dataset": dataset})
@@ -135,7 +135,10 @@ def checkpoint_ref(checkpoint: Path) -> str:
 
 
 def plan_evaluate(run: str, label_space: str, train: TrainParams, params: EvaluateParams) -> StagePlan:
-    config_sha256, dataset = _identities(train)
+    from tasks.train import select_test_split
+
+    cfg, config_sha256, dataset = _identities(train)
+    select_test_split(cfg, train.config, params.split)  # refused here, before any stage runs
     return StagePlan("evaluate", EVALUATE_VERSION, {"split": params.split, "config_sha256": config_sha256},
                      {"run": run, "label_space": label_space, "dataset": dataset})
 

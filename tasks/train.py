@@ -23,7 +23,7 @@ from mmengine.runner import Runner
 
 from prolab_models.configs import check_overrides, check_sections, load_config, resolve_config
 from prolab_models.datasets import DatasetLayoutError
-from prolab_models.errors import LabelSpaceMismatchError
+from prolab_models.errors import LabelSpaceMismatchError, ProLabInputError
 from tasks.label_space import LabelSpace, load_label_space
 
 LABEL_SPACE_RECORD = "label_space.json"
@@ -67,6 +67,21 @@ def build_config(
     if "visualizer" in cfg:
         cfg.visualizer.pop("name", None)
     return cfg
+
+
+def select_test_split(cfg: Config, config: str | Path, split: str) -> None:
+    """Point the test dataset at ``split``. Split-named datasets (demo, CamVid, BDD100K) take
+    any split; the others fix their folders by ``data_prefix`` and have only their validation
+    set (ADE20K, COCO-Stuff, Pascal Context and Cityscapes publish no test labels), so another
+    split is refused, naming the config."""
+    dataset = cfg.test_dataloader.dataset
+    if "split" in dataset:
+        dataset.split = split
+    elif split != "val":
+        raise ProLabInputError(
+            f"--split {split}: config {config} evaluates {dataset['type']}, whose folders are fixed by "
+            f"data_prefix (its validation set); only split-named datasets (demo, CamVid, BDD100K) take "
+            f"--split test")
 
 
 def dataset_classes(dataset_cfg: dict) -> list[str]:

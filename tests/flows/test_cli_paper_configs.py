@@ -23,9 +23,9 @@ from data.prepare.check import main as check_dataset
 from prolab_models.configs import resolve_config
 from prolab_models.datasets import DatasetLayoutError
 from tasks.datasets import dataset_classes
-from tests.flows.test_cli_train_evaluate import env, last_line, prolab  # noqa: F401  (env: a fixture)
 from tests.helpers.label_space_factory import make_label_space
 from tests.helpers.paper_datasets import fabricate
+from tests.support import last_line, prolab
 
 pytestmark = pytest.mark.slow
 
@@ -74,8 +74,7 @@ def cpu_options(cfg: Config) -> list[str]:
 
 
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
-def test_paper_config_trains_and_evaluates_through_the_cli(env: dict[str, str], tmp_path: Path,  # noqa: F811
-                                                           name: str) -> None:
+def test_paper_config_trains_and_evaluates_through_the_cli(env: dict[str, str], tmp_path: Path, name: str) -> None:
     cfg = Config.fromfile(resolve_config(name))
     classes = list(DATASETS.get(cfg.val_dataloader.dataset.type).METAINFO["classes"])
     assert len(dataset_classes(name)) == len(classes)  # what `prolab label-space --dataset` names
@@ -96,6 +95,10 @@ def test_paper_config_trains_and_evaluates_through_the_cli(env: dict[str, str], 
     assert list(metrics["per_class_iou"]) == classes
     # the fabricated val labels hold classes, so some have an IoU; absent classes have none
     assert any(iou is not None for iou in metrics["per_class_iou"].values())
+    if name != "bdd100k":  # no public test labels: --split test is refused before any stage runs
+        refused = prolab(env, "evaluate", *common, "--split", "test", "--checkpoint", str(run))
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert f"--split test: config {name} evaluates" in refused.stderr
 
 
 def test_bdd100k_evaluates_the_split_it_is_given(tmp_path: Path) -> None:
