@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support import PROJECT_ROOT, shared_path
+from tests.support import prolab, shared_path
 
-PROLAB = str(PROJECT_ROOT / ".venv" / "bin" / "prolab")
 CITYSCAPES = "data/prolab_descriptors/cityscapes_bdd_gpt3.5.json"
 
-
-def prolab(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PROLAB, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from data.demo import DEMO_CLASSES
-from tests.support import PROJECT_ROOT, shared_path
+from tests.support import last_line, prolab, shared_path
 
-PROLAB = str(PROJECT_ROOT / ".venv" / "bin" / "prolab")
 TINY = ["--cfg-options", "train_cfg.max_iters=2", "train_dataloader.batch_size=2"]
 
 
-def prolab(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PROLAB, *args], env=env, capture_output=True, text=True, timeout=600)
-
-
-def last_line(result: subprocess.CompletedProcess[str]) -> Path:
-    assert result.returncode == 0, result.stderr[-3000:]
-    return Path(result.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
-def env(prefect_server: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return {**prefect_server, "PROLAB_ARTIFACTS": str(tmp_path_factory.mktemp("store")), "HF_HUB_OFFLINE": "1"}
 
 
 def demo_label_space(env: dict[str, str], directory: Path, k: int) -> Path:

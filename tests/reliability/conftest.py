@@ -16,20 +16,9 @@ from pathlib import Path
 import pytest
 
 from tasks.store import MANIFEST, TMP_PREFIX, ArtifactStore
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, PROLAB, last_line, prolab  # noqa: F401  (re-exported to the reliability tests)
 
-PROLAB = str(PROJECT_ROOT / ".venv" / "bin" / "prolab")
 CITYSCAPES = "data/prolab_descriptors/cityscapes_bdd_gpt3.5.json"
-
-
-def prolab(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PROLAB, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=PROJECT_ROOT)
-
-
-def last_line(result: subprocess.CompletedProcess[str]) -> Path:
-    assert result.returncode == 0, result.stderr[-3000:]
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 def kill_when(env: dict[str, str], marker: Callable[[], bool], *args: str, timeout: float = 300,
