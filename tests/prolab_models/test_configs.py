@@ -59,6 +59,20 @@ def test_a_config_file_path_resolves_to_itself(tmp_path) -> None:
     assert resolve_config(path) == path.resolve()
 
 
+def test_loading_again_gives_a_fresh_copy_and_sees_edits(tmp_path) -> None:
+    """Parses are cached by the files' mtime and size: a caller's change to its copy stays
+    its own, and an edited base is read again."""
+    base = tmp_path / "base.py"
+    base.write_text("model = dict(channels=8)\n")
+    path = tmp_path / "mine.py"
+    path.write_text("_base_ = ['base.py']\nname = 'mine'\n")
+    first = load_config(path)
+    first.model.channels = 99
+    assert load_config(path).model.channels == 8
+    base.write_text("model = dict(channels=16)\n")  # another size: a new key even within one mtime tick
+    assert load_config(path).model.channels == 16
+
+
 def test_unknown_config_name_lists_the_known_ones() -> None:
     with pytest.raises(UnknownConfigError, match="config 'camvd': not a known name .* camvid"):
         resolve_config("camvd")
