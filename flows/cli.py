@@ -71,17 +71,30 @@ def _store(args: argparse.Namespace) -> ArtifactStore:
     return ArtifactStore(args.artifacts)
 
 
+def _connect(args: argparse.Namespace) -> None:
+    """Pin this process to the Prefect API, starting the project's server when none is set.
+    Commands call it after their input checks, so a refused command starts nothing, and before
+    anything imports prefect, which reads the API address once."""
+    from flows.server import use_local_server
+
+    use_local_server()
+    _quiet_library_logs(args.verbose)
+
+
 def cmd_label_space(args: argparse.Namespace) -> None:
-    from flows.label_space import label_space_flow, plan_label_space
+    from tasks.plans import plan_label_space
 
     params = _label_space_params(args)
     plan_label_space(params)  # bad input is reported before a flow run starts
     _store(args)
+    _connect(args)
+    from flows.label_space import label_space_flow
+
     print(label_space_flow(params, artifacts=args.artifacts))
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from flows.label_space import plan_label_space
+    from tasks.plans import plan_label_space
     from tasks.stage import explain
 
     store = _store(args)
@@ -101,18 +114,19 @@ def _train_params(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from flows.end_to_end import train_on_label_space_flow
     from tasks.label_space import label_space_ref
     from tasks.model_stages import plan_train
 
     label_space, params = _existing(args.label_space, "--label-space"), _train_params(args)
     plan_train(label_space_ref(label_space), params)  # bad input is reported before a flow run starts
     _store(args)
+    _connect(args)
+    from flows.end_to_end import train_on_label_space_flow
+
     print(train_on_label_space_flow(str(label_space), params, artifacts=args.artifacts))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from flows.end_to_end import evaluate_checkpoint_flow
     from tasks.label_space import label_space_ref
     from tasks.model_stages import checkpoint_ref, plan_evaluate
     from tasks.params import EvaluateParams
@@ -122,6 +136,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     # bad input is reported before a flow run starts
     plan_evaluate(checkpoint_ref(checkpoint), label_space_ref(label_space), train, params)
     _store(args)
+    _connect(args)
+    from flows.end_to_end import evaluate_checkpoint_flow
+
     print(evaluate_checkpoint_flow(str(label_space), str(checkpoint), train, params, artifacts=args.artifacts))
 
 
@@ -289,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands that run flows: they need the pinned Prefect API before prefect is imported.
-FLOW_COMMANDS = {"label-space", "train", "evaluate", "demo", "deploy"}
+# Commands that talk to Prefect from their first step; label-space, train and evaluate connect
+# themselves once their input is checked (``_connect``).
+SERVER_COMMANDS = {"demo", "deploy"}
 
 
 class _NoTraceback(logging.Filter):
@@ -356,11 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     run: Callable[[argparse.Namespace], None] = args.run
     try:
-        if args.command in FLOW_COMMANDS:
-            from flows.server import use_local_server
-
-            use_local_server()
-            _quiet_library_logs(args.verbose)
+        if args.command in SERVER_COMMANDS:
+            _connect(args)
         run(args)
     except ValidationError as error:
         print(f"prolab: error: {_format_validation(error)}", file=sys.stderr)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.stages import plan_pipeline
 from tasks.model_stages import checkpoint_ref, plan_evaluate, plan_train
 from tasks.label_space import label_space_ref
 from tasks.params import EndToEndParams, EvaluateParams, TrainParams
+from tasks.plans import plan_pipeline
 from tasks.prefect_tasks import cluster_task, describe_task, embed_task, evaluate_task, task_options, train_task
 from tasks.store import ArtifactStore
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.label_space import plan_label_space
-from tasks.model_stages import plan_evaluate, plan_train
 from tasks.params import EndToEndParams
+from tasks.plans import STAGES, plan_pipeline
 from tasks.prefect_tasks import cluster_task, describe_task, embed_task, evaluate_task, task_options, train_task
 from tasks.stage import StagePlan
 from tasks.store import ArtifactStore
 
-STAGES = ("describe", "embed", "cluster", "train", "evaluate")
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "describe": (),
     "embed": ("describe",),
@@ -29,18 +27,6 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 
 class MissingUpstreamError(RuntimeError):
     """A single stage was asked for before the stage it reads from has run."""
-
-
-def plan_pipeline(params: EndToEndParams, through: str = "evaluate") -> dict[str, StagePlan]:
-    """The plans of the stages up to ``through``, in DAG order; later stages are not planned,
-    so a describe run does not depend on training parameters being valid."""
-    plans = plan_label_space(params.label_space)
-    if STAGES.index(through) >= STAGES.index("train"):
-        plans["train"] = plan_train(plans["cluster"].ref(), params.train)
-    if through == "evaluate":
-        plans["evaluate"] = plan_evaluate(plans["train"].ref(), plans["cluster"].ref(), params.train,
-                                          params.evaluate)
-    return {stage: plans[stage] for stage in STAGES[: STAGES.index(through) + 1]}
 
 
 def upstream_paths(store: ArtifactStore, plans: dict[str, StagePlan], stage: str) -> list[str]:

@@ -21,12 +21,11 @@ from uuid import UUID
 import pytest
 
 from data.demo import DEMO_CLASSES
+from tasks.plans import STAGES  # noqa: F401  (re-exported to the flow tests)
 from tests.helpers.demo_runs import tiny_options
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, PROLAB
 
-PROLAB = str(PROJECT_ROOT / ".venv" / "bin" / "prolab")
 PREFECT = str(PROJECT_ROOT / ".venv" / "bin" / "prefect")
-STAGES = ("describe", "embed", "cluster", "train", "evaluate")
 
 
 def run_command(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
