@@ -82,7 +82,10 @@ def test_a_model_that_cannot_load_fails_with_the_servers_output(tmp_path: Path) 
 @needs_llama_cpp
 def test_serve_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
     port = free_port()
+    # Python turns SIGINT into KeyboardInterrupt only if SIGINT was not ignored when it started,
+    # and a shell ignores it for background jobs (`.ci/run &`): restore what Ctrl-C in a terminal gives.
     code = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "import logging; logging.basicConfig(level=logging.INFO); from tasks.llm_server import serve; "
         f"raise SystemExit(serve(port={port}))"
     )
