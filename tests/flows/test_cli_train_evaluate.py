@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from data.demo import DEMO_CLASSES
+from tasks.llm_server import free_port
 from tests.support import last_line, prolab, shared_path
 
 TINY = ["--cfg-options", "train_cfg.max_iters=2", "train_dataloader.batch_size=2"]
-
-
 
 
 def demo_label_space(env: dict[str, str], directory: Path, k: int) -> Path:
@@ -75,3 +74,23 @@ def test_checkpoint_from_another_label_space_is_refused(env: dict[str, str], run
     result = prolab(env, "evaluate", "--config", "demo", "--label-space", str(other), "--checkpoint", str(run), *TINY)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "label space" in result.stderr and str(run) in result.stderr, result.stderr[-2000:]
+
+
+def test_refused_input_starts_no_prefect_server(env: dict[str, str], label_space: Path, tmp_path: Path) -> None:
+    """Input is checked before the command connects to Prefect: with no PREFECT_API_URL, a bad
+    config must not start (or leave running) the project's server."""
+    broken = tmp_path / "broken.py"
+    broken.write_text("model = dict(\n")
+    home = tmp_path / "prefect-home"
+    alone = {name: value for name, value in env.items() if name != "PREFECT_API_URL"}
+    alone.update(PROLAB_PREFECT_HOME=str(home), PROLAB_PREFECT_PORT=str(free_port()))
+    try:
+        for command in ("train", "evaluate"):
+            extra = ["--checkpoint", str(label_space)] if command == "evaluate" else []
+            result = prolab(alone, command, "--config", str(broken), "--label-space", str(label_space), *extra)
+            assert result.returncode != 0 and "Traceback" not in result.stderr
+            assert f"config {broken}" in result.stderr
+        assert not home.exists()
+    finally:  # a regression would have started one: leave nothing running
+        if home.exists():
+            prolab(alone, "server", "stop")
