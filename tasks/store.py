@@ -295,12 +295,14 @@ class ArtifactStore:
         if self.remote is not None:
             self.remote.publish(stage, key, self.path(stage, key))
 
-    def iter_artifacts(self) -> Iterator[Path]:
+    def _stage_dirs(self) -> list[Path]:
+        """``<root>/<stage>`` directories; hidden ones (``.quarantine``, ``.prefect-results``) are not stages."""
         if not self.root.is_dir():
-            return
-        for stage_dir in sorted(self.root.iterdir()):
-            if not stage_dir.is_dir() or stage_dir.name.startswith("."):
-                continue
+            return []
+        return [d for d in sorted(self.root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+
+    def iter_artifacts(self) -> Iterator[Path]:
+        for stage_dir in self._stage_dirs():
             for directory in sorted(stage_dir.iterdir()):
                 # Hidden entries are work in progress, not artifacts: ``.tmp-*`` (an artifact being
                 # written) and ``train/.work-*`` (a resumable training run killed before it finished).
@@ -310,11 +312,7 @@ class ArtifactStore:
     def sweep(self) -> list[Path]:
         """Remove the temporary directories whose writers died (a SIGKILL runs no clean-up) and
         return them. A live writer's is kept, and so is resumable training work (``.work-*``)."""
-        if not self.root.is_dir():
-            return []
-        return [swept for stage_dir in sorted(self.root.iterdir())
-                if stage_dir.is_dir() and not stage_dir.name.startswith(".")
-                for swept in self._sweep_dir(stage_dir)]
+        return [swept for stage_dir in self._stage_dirs() for swept in self._sweep_dir(stage_dir)]
 
     def _sweep_dir(self, stage_dir: Path) -> list[Path]:
         swept = [tmp for tmp in sorted(stage_dir.glob(f"{TMP_PREFIX}*")) if _writer_is_dead(tmp.name)]
