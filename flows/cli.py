@@ -71,6 +71,13 @@ def _store(args: argparse.Namespace) -> ArtifactStore:
     return ArtifactStore(args.artifacts)
 
 
+def _open_and_connect(args: argparse.Namespace) -> None:
+    """The last checks before a command's flow runs: the store opens (a bad root fails here),
+    then the process connects to Prefect."""
+    _store(args)
+    _connect(args)
+
+
 def _connect(args: argparse.Namespace) -> None:
     """Pin this process to the Prefect API, starting the project's server when none is set.
     Commands call it after their input checks, so a refused command starts nothing, and before
@@ -86,8 +93,7 @@ def cmd_label_space(args: argparse.Namespace) -> None:
 
     params = _label_space_params(args)
     plan_label_space(params)  # bad input is reported before a flow run starts
-    _store(args)
-    _connect(args)
+    _open_and_connect(args)
     from flows.label_space import label_space_flow
 
     print(label_space_flow(params, artifacts=args.artifacts))
@@ -119,8 +125,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     label_space, params = _existing(args.label_space, "--label-space"), _train_params(args)
     plan_train(label_space_ref(label_space), params)  # bad input is reported before a flow run starts
-    _store(args)
-    _connect(args)
+    _open_and_connect(args)
     from flows.end_to_end import train_on_label_space_flow
 
     print(train_on_label_space_flow(str(label_space), params, artifacts=args.artifacts))
@@ -135,8 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     train, params = _train_params(args), EvaluateParams(split=args.split)
     # bad input is reported before a flow run starts
     plan_evaluate(checkpoint_ref(checkpoint), label_space_ref(label_space), train, params)
-    _store(args)
-    _connect(args)
+    _open_and_connect(args)
     from flows.end_to_end import evaluate_checkpoint_flow
 
     print(evaluate_checkpoint_flow(str(label_space), str(checkpoint), train, params, artifacts=args.artifacts))
