@@ -23,10 +23,10 @@ ROUNDS = 2
 def main() -> None:
     from sentence_transformers import SentenceTransformer
 
-    from tasks.describe import plan_describe, run_describe
-    from tasks.descriptors import read_descriptions
-    from tasks.embed import plan_embed, resolve_embedder, run_embed
-    from tasks.params import DescribeParams, EmbedParams
+    from tasks.label_space.descriptors import read_descriptions
+    from tasks.label_space.embed import resolve_embedder
+    from tasks.params import DescribeParams, EmbedParams, EndToEndParams, LabelSpaceParams
+    from tasks.registry import run_stages
     from tasks.store import ArtifactStore
 
     texts = [t.lower() for texts in read_descriptions(DESCRIPTORS).values() for t in texts]
@@ -39,12 +39,11 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             store = ArtifactStore(tmp)
-            describe = DescribeParams(dataset=None, descriptors=DESCRIPTORS)
-            described_plan = plan_describe(describe)
-            described = run_describe(described_plan, describe, store)
-            params = EmbedParams(embedder=MODEL)
+            params = EndToEndParams(label_space=LabelSpaceParams(describe=DescribeParams(descriptors=DESCRIPTORS),
+                                                                 embed=EmbedParams(embedder=MODEL)))
+            described = run_stages(params, store, ["describe"])
             started = time.perf_counter()
-            run_embed(described, plan_embed(described_plan, params), params, store)
+            run_stages(params, store, ["embed"], given=described)
             stage_times.append(time.perf_counter() - started)
     print(f"texts={len(texts)} model={MODEL}")
     print(f"raw_encode_seconds={min(raw_times):.2f} (all: {', '.join(f'{t:.2f}' for t in raw_times)})")

@@ -23,33 +23,24 @@ def _peak_mib() -> float:
 
 
 def main() -> None:
-    from tasks.cluster import plan_cluster, run_cluster
-    from tasks.describe import plan_describe, run_describe
-    from tasks.embed import plan_embed, run_embed
-    from tasks.label_space import load_label_space
-    from tasks.params import ClusterParams, DescribeParams, EmbedParams
+    from prolab_models.label_space import load_label_space
+    from tasks.params import ClusterParams, DescribeParams, EndToEndParams, LabelSpaceParams
+    from tasks.registry import run_stages
     from tasks.store import ArtifactStore
 
     before = _peak_mib()
     with tempfile.TemporaryDirectory() as tmp:
         store = ArtifactStore(tmp)
-        times = {}
-        started = total = time.perf_counter()
-        describe = DescribeParams(dataset="ade20k", descriptors=DESCRIPTORS)
-        described_plan = plan_describe(describe)
-        described = run_describe(described_plan, describe, store)
-        times["describe"] = time.perf_counter() - started
-        started = time.perf_counter()
-        embed = EmbedParams()
-        embedded_plan = plan_embed(described_plan, embed)
-        embedded = run_embed(described, embedded_plan, embed, store)
-        times["embed"] = time.perf_counter() - started
-        started = time.perf_counter()
-        cluster = ClusterParams(k=256, seed=0)
-        label_space = run_cluster(embedded, plan_cluster(embedded_plan, cluster), cluster, store)
-        times["cluster"] = time.perf_counter() - started
+        params = EndToEndParams(label_space=LabelSpaceParams(
+            describe=DescribeParams(dataset="ade20k", descriptors=DESCRIPTORS), cluster=ClusterParams(k=256, seed=0)))
+        times, paths = {}, {}
+        total = time.perf_counter()
+        for stage in ("describe", "embed", "cluster"):  # one at a time, each timed
+            started = time.perf_counter()
+            paths.update(run_stages(params, store, [stage], given=paths))
+            times[stage] = time.perf_counter() - started
         total = time.perf_counter() - total
-        space = load_label_space(label_space)
+        space = load_label_space(paths["cluster"])
     assert space.num_classes == 150 and space.num_properties == 256
     print(" ".join(f"{stage}_seconds={seconds:.2f}" for stage, seconds in times.items()))
     print(f"peak_rss_mib={_peak_mib():.0f} (before the stages: {before:.0f})")

@@ -26,7 +26,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from prolab_models.configs import resolve_config
-from tasks.cluster import cluster_embeddings, write_label_space
+from tasks.label_space.cluster import cluster_embeddings, write_label_space
 
 CAMVID_CLASSES = [f"class {i}" for i in range(11)]
 WARMUP, STEPS = 2, 10

@@ -30,7 +30,7 @@ def main() -> None:
         server = start(LocalServer(Path(tmp) / "prefect", port))
         try:
             os.environ.update(server_env(server))
-            from flows.end_to_end import end_to_end_flow
+            from flows.pipeline import end_to_end_flow
             from tasks.params import EndToEndParams
 
             descriptors = Path(tmp) / "demo.json"

@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from flows.options import add_model_options, model_from_args
+from tasks.errors import UserError
+
 if TYPE_CHECKING:
+    from tasks.params import LabelSpaceParams
     from tasks.store import ArtifactStore
 
 log = logging.getLogger("prolab")
@@ -26,42 +30,25 @@ EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
-class UserError(Exception):
-    """An error the user can fix; its message is all they need to see."""
-
-
 def _add_store(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", metavar="DIR_OR_URL", default=None,
                         help="artifact store root: a directory, or an fsspec URL such as s3://bucket/prolab "
                              "cached locally under $PROLAB_CACHE (default: $PROLAB_ARTIFACTS or ./artifacts)")
 
 
-def _add_label_space_options(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_argument_group("describe")
-    source.add_argument("--dataset", help="a known dataset: its classes, in label order (default: demo)")
-    source.add_argument("--descriptors", type=Path, metavar="FILE",
-                        help="import a {class: [description, ...]} JSON file instead of asking an LLM")
-    source.add_argument("--llm", default="local",
-                        help="'local' (embedded model on 127.0.0.1), 'openai', or an OpenAI-compatible base URL")
-    source.add_argument("--model", help="model name at the LLM endpoint")
-    source.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    source.add_argument("--concurrency", type=int, default=4, help="LLM calls in flight at once")
-    parser.add_argument("--embedder", default="all-MiniLM-L6-v2", help="sentence-transformers hub name or path")
-    parser.add_argument("--k", type=int, default=16, help="number of properties")
-    parser.add_argument("--seed", type=int, default=0, help="k-means random_state")
-    _add_store(parser)
+def _add_stage_options(parser: argparse.ArgumentParser, stages: Sequence[str]) -> None:
+    """One option group per stage, made from its parameters model (``tasks.params``)."""
+    from tasks.registry import stage
+
+    for name in stages:
+        add_model_options(parser.add_argument_group(name), stage(name).params)
 
 
-def _label_space_params(args: argparse.Namespace):
-    from tasks.params import ClusterParams, DescribeParams, EmbedParams, LabelSpaceParams
+def _label_space_params(args: argparse.Namespace) -> LabelSpaceParams:
+    from tasks.params import LabelSpaceParams
+    from tasks.registry import LABEL_SPACE_STAGES, stage
 
-    dataset = args.dataset if args.dataset or args.descriptors else "demo"
-    return LabelSpaceParams(
-        describe=DescribeParams(dataset=dataset, descriptors=args.descriptors, llm=args.llm, model=args.model,
-                                api_key_env=args.api_key_env, concurrency=args.concurrency),
-        embed=EmbedParams(embedder=args.embedder),
-        cluster=ClusterParams(k=args.k, seed=args.seed),
-    )
+    return LabelSpaceParams(**{name: model_from_args(stage(name).params, args) for name in LABEL_SPACE_STAGES})
 
 
 def _store(args: argparse.Namespace) -> ArtifactStore:
@@ -89,59 +76,66 @@ def _connect(args: argparse.Namespace) -> None:
 
 
 def cmd_label_space(args: argparse.Namespace) -> None:
-    from tasks.plans import plan_label_space
+    from tasks.params import EndToEndParams
+    from tasks.registry import LABEL_SPACE_STAGES, plan_stages
 
     params = _label_space_params(args)
-    plan_label_space(params)  # bad input is reported before a flow run starts
+    plan_stages(EndToEndParams(label_space=params), LABEL_SPACE_STAGES)  # bad input is refused before a flow run
     _open_and_connect(args)
-    from flows.label_space import label_space_flow
+    from flows.pipeline import label_space_flow
 
     print(label_space_flow(params, artifacts=args.artifacts))
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from tasks.plans import plan_label_space
+    from tasks.params import EndToEndParams
+    from tasks.registry import LABEL_SPACE_STAGES, plan_stages
     from tasks.stage import explain
 
     store = _store(args)
     stale = False
-    for stage, plan in plan_label_space(_label_space_params(args)).items():
+    for name, plan in plan_stages(EndToEndParams(label_space=_label_space_params(args)), LABEL_SPACE_STAGES).items():
         fresh, why = explain(store, plan)
-        print(f"{stage:10s} {plan.key}  {why}")
+        print(f"{name:10s} {plan.key}  {why}")
         stale |= not fresh
     if stale:
         print("some stages would run", file=sys.stderr)
 
 
-def _train_params(args: argparse.Namespace):
-    from tasks.params import TrainParams
+def _label_space_dir(args: argparse.Namespace) -> Path:
+    """``--label-space``, checked to be one (its files read) before anything runs."""
+    from prolab_models.label_space import load_label_space
 
-    return TrainParams(config=args.config, data_root=args.data_root, cfg_options=args.cfg_options or {})
+    path = _existing(args.label_space, "--label-space")
+    load_label_space(path)
+    return path
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from tasks.label_space import label_space_ref
-    from tasks.model_stages import plan_train
+    from tasks.params import EndToEndParams, TrainParams
+    from tasks.registry import LABEL_SPACE, plan_stages
 
-    label_space, params = _existing(args.label_space, "--label-space"), _train_params(args)
-    plan_train(label_space_ref(label_space), params)  # bad input is reported before a flow run starts
+    label_space, params = _label_space_dir(args), model_from_args(TrainParams, args)
+    plan_stages(EndToEndParams(train=params), ["train"], {LABEL_SPACE: label_space})  # refused before a flow run
     _open_and_connect(args)
-    from flows.end_to_end import train_on_label_space_flow
+    from flows.pipeline import train_on_label_space_flow
 
     print(train_on_label_space_flow(str(label_space), params, artifacts=args.artifacts))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from tasks.label_space import label_space_ref
-    from tasks.model_stages import checkpoint_ref, plan_evaluate
-    from tasks.params import EvaluateParams
+    from tasks.params import EndToEndParams, EvaluateParams, TrainParams
+    from tasks.registry import LABEL_SPACE, plan_stages
 
-    label_space, checkpoint = _existing(args.label_space, "--label-space"), _existing(args.checkpoint, "--checkpoint")
-    train, params = _train_params(args), EvaluateParams(split=args.split)
-    # bad input is reported before a flow run starts
-    plan_evaluate(checkpoint_ref(checkpoint), label_space_ref(label_space), train, params)
+    label_space = _label_space_dir(args)
+    checkpoint = _existing(args.checkpoint, "--checkpoint")
+    train, params = model_from_args(TrainParams, args), model_from_args(EvaluateParams, args)
+    from flows.pipeline import training_run
+
+    plan_stages(EndToEndParams(train=train, evaluate=params), ["evaluate"],  # refused before a flow run
+                {LABEL_SPACE: label_space, "train": training_run(checkpoint)})
     _open_and_connect(args)
-    from flows.end_to_end import evaluate_checkpoint_flow
+    from flows.pipeline import evaluate_checkpoint_flow
 
     print(evaluate_checkpoint_flow(str(label_space), str(checkpoint), train, params, artifacts=args.artifacts))
 
@@ -150,17 +144,6 @@ def _existing(path: Path, option: str) -> Path:
     if not path.exists():
         raise UserError(f"{option} {path}: no such file or directory")
     return path.resolve()
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    from mmengine.config import DictAction
-
-    parser.add_argument("--config", default="demo", help="config name (demo, camvid, ade20k, ...) or file")
-    parser.add_argument("--data-root", type=Path, help="dataset root (default: the config's; demo: generated)")
-    parser.add_argument("--label-space", type=Path, required=True, help="label space directory")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
-                        help="override config settings, e.g. train_cfg.max_iters=400")
-    _add_store(parser)
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
@@ -178,7 +161,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_llm_serve(args: argparse.Namespace) -> None:
-    from tasks.llm_server import serve
+    from tasks.label_space.llm_server import serve
 
     status = serve(engine=args.engine, model=args.model, host="127.0.0.1", port=args.port)
     if status:
@@ -204,19 +187,22 @@ def cmd_server(args: argparse.Namespace) -> None:
 
 
 def _json_params(text: str | None) -> dict | None:
-    import json
+    from tasks.files import RepeatedKeyError, loads_json
 
     try:
-        return json.loads(text) if text else None
+        return loads_json(text, "--params") if text else None
+    except RepeatedKeyError as error:
+        raise UserError(str(error)) from None
     except ValueError as error:
         raise UserError(f"--params: not JSON ({error})") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    params = _json_params(args.params)  # refused before a server starts
+    _connect(args)
     from flows import deploy
 
     try:
-        params = _json_params(args.params)
         flow_run = deploy.demo({"params": params} if params else None)
     except deploy.DeploymentError as error:
         raise UserError(str(error)) from None
@@ -260,22 +246,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    label_space = commands.add_parser("label-space", help="describe -> embed -> cluster; prints the label space dir")
-    _add_label_space_options(label_space)
+    from tasks.registry import LABEL_SPACE_STAGES
+
+    label_space = commands.add_parser("label-space", help=f"{' -> '.join(LABEL_SPACE_STAGES)}; "
+                                                          "prints the label space dir")
+    _add_stage_options(label_space, LABEL_SPACE_STAGES)
+    _add_store(label_space)
     label_space.set_defaults(run=cmd_label_space)
 
     status = commands.add_parser("status", help="per stage: up to date, or would run and why")
-    _add_label_space_options(status)
+    _add_stage_options(status, LABEL_SPACE_STAGES)
+    _add_store(status)
     status.set_defaults(run=cmd_status)
 
     train = commands.add_parser("train", help="train a model on a label space; prints the run's directory")
-    _add_model_options(train)
+    train.add_argument("--label-space", type=Path, required=True, help="label space directory")
+    _add_stage_options(train, ["train"])
+    _add_store(train)
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="score a run; prints the directory holding metrics.json")
-    _add_model_options(evaluate)
-    evaluate.add_argument("--split", choices=["val", "test"], default="val")
+    evaluate.add_argument("--label-space", type=Path, required=True, help="label space directory")
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="a training run directory or a .pth file")
+    _add_stage_options(evaluate, ["train", "evaluate"])
+    _add_store(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
     verify = commands.add_parser("verify", help="check every artifact against its manifest")
@@ -310,9 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands that talk to Prefect from their first step; label-space, train and evaluate connect
-# themselves once their input is checked (``_connect``).
-SERVER_COMMANDS = {"demo", "deploy"}
+# Commands that talk to Prefect from their first step; label-space, train, evaluate and demo
+# connect themselves once their input is checked (``_connect``).
+SERVER_COMMANDS = {"deploy"}
 
 
 class _NoTraceback(logging.Filter):
@@ -335,31 +329,12 @@ def _quiet_library_logs(verbose: bool) -> None:
             handler.addFilter(_NoTraceback())
 
 
-# The errors that mean bad input, a damaged store or an unreachable service, not a bug: (module, class).
-EXPECTED_ERRORS = (
-    ("tasks.descriptors", "DescriptorError"),
-    ("tasks.datasets", "UnknownDatasetError"),
-    ("tasks.cluster", "ClusterError"),
-    ("tasks.embed", "EmbedderError"),
-    ("tasks.label_space", "LabelSpaceError"),
-    ("tasks.llm", "DescribeError"),
-    ("tasks.llm_server", "LLMServerError"),
-    ("tasks.store", "ArtifactError"),
-    ("prolab_models.datasets.layout", "DatasetLayoutError"),
-    ("prolab_models.errors", "ProLabInputError"),
-)
-
-
 def _is_expected(error: BaseException) -> bool:
-    """Whether ``error`` is one of EXPECTED_ERRORS; a module never imported cannot have raised
-    its error, so nothing is imported here (that would cost seconds on every failure)."""
-    if isinstance(error, (UserError, FileNotFoundError, NotADirectoryError, PermissionError)):
-        return True
-    for module_name, class_name in EXPECTED_ERRORS:
-        module = sys.modules.get(module_name)
-        if module is not None and isinstance(error, getattr(module, class_name)):
-            return True
-    return False
+    """Bad input, a damaged store or an unreachable service, not a bug: every such error of the
+    project derives from ``ProLabError``."""
+    from prolab_models.errors import ProLabError
+
+    return isinstance(error, (ProLabError, FileNotFoundError, NotADirectoryError, PermissionError))
 
 
 def _format_validation(error: ValidationError) -> str:

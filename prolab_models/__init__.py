@@ -1,8 +1,7 @@
-"""ProLab as an mmsegmentation plugin: importing it registers its modules in mmseg's registries
-(``custom_imports = dict(imports=['prolab_models'])`` in a config)."""
+"""ProLab as an mmsegmentation plugin.
 
-from prolab_models import datasets  # noqa: F401
-from prolab_models import backbones, decode_heads, engine, evaluation, losses, segmentors  # noqa: F401
-from prolab_models.checkpoint import allow_mmengine_checkpoints
-
-allow_mmengine_checkpoints()
+Importing ``prolab_models.register`` registers its modules in mmseg's registries (configs name
+it: ``custom_imports = dict(imports=['prolab_models.register'])``). The package itself imports
+nothing, so the label-space reader (``prolab_models.label_space``) and the errors
+(``prolab_models.errors``) cost no import of torch or mmseg.
+"""

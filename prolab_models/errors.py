@@ -1,13 +1,20 @@
-"""Errors a user can fix: each names the file or field at fault and what was expected.
+"""The project's expected errors: each message names the file or field at fault and what was
+expected, and is all a user needs to see (the CLI prints it on one line, no traceback).
 
-All are ``ValueError`` subclasses, so callers that only know "bad input" can catch that.
+``ProLabError`` is the base of every expected error, the pipeline's (``tasks.errors``) too: it
+lives here, in the lowest layer that raises one, and this module imports nothing, so
+recognising an error never costs an import of torch or mmseg.
 """
 
 from __future__ import annotations
 
 
-class ProLabInputError(ValueError):
-    """Base: an input (config, label space, dataset, checkpoint) does not fit the run."""
+class ProLabError(Exception):
+    """An error the user can act on; its message says what is wrong, where, and what to do."""
+
+
+class ProLabInputError(ProLabError, ValueError):
+    """An input of a model run (config, label space, dataset, checkpoint) does not fit it."""
 
 
 class UnknownConfigError(ProLabInputError):
@@ -21,3 +28,7 @@ class InvalidConfigError(ProLabInputError):
 
 class LabelSpaceMismatchError(ProLabInputError):
     """A label space does not fit the dataset or the checkpoint it is used with."""
+
+
+class DatasetLayoutError(ProLabInputError):
+    """A dataset on disk does not match the layout or label range its class expects."""

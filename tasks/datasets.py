@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tasks.errors import ProLabError
+
 
 def _mmseg_classes(class_name: str, renames: dict[str, str] | None = None) -> Callable[[], list[str]]:
     """mmseg's class names, stripped ('bed ' in ADE20K), with the full names where mmseg shortened one."""
@@ -48,7 +50,7 @@ KNOWN_DATASETS: dict[str, Callable[[], list[str]]] = {
 }
 
 
-class UnknownDatasetError(ValueError):
+class UnknownDatasetError(ProLabError, ValueError):
     """A dataset name that is not one of KNOWN_DATASETS."""
 
 

@@ -22,12 +22,20 @@ class StrictModel(BaseModel):
 class DescribeParams(StrictModel):
     """Where the class descriptions come from: a descriptor file, or an LLM."""
 
-    dataset: str | None = Field("demo", description="a known dataset name; gives the classes in label order")
+    dataset: str | None = Field(None, description="a known dataset: its classes, in label order "
+                                                  "(default: demo, unless a descriptors file is given)")
     descriptors: Path | None = Field(None, description="import this {class: [description, ...]} JSON file")
     llm: str = Field(LOCAL_LLM, description="'local' (the embedded model), 'openai', or an OpenAI-compatible base URL")
     model: str | None = Field(None, description="model name at the endpoint (default: the backend's own)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     concurrency: int = Field(4, ge=1, le=64, description="LLM calls in flight at once")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dataset" not in data and data.get("descriptors") is None:
+            return {**data, "dataset": "demo"}
+        return data
 
     @model_validator(mode="after")
     def _needs_classes(self) -> DescribeParams:

@@ -1,27 +1,28 @@
-"""The stages as Prefect tasks: thin wrappers whose cache key is the artifact key.
+"""The stages as Prefect tasks, one per entry of ``tasks.registry.STAGES``, whose cache key is
+the artifact key.
 
 A task's result is only the artifact path (JSON), and its cache record is kept beside the
 artifacts (``<root>/.prefect-results``; for a URL root, in this machine's cache), so a reused
 stage shows as Cached in the UI. A record whose artifact was deleted or damaged is dropped
 before Prefect looks it up: the stage recomputes instead of returning a path to nothing.
+After a stage runs (or is found), its reports are published as Prefect artifacts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
+from prefect.runtime import task_run
 
-from tasks.cluster import run_cluster
-from tasks.describe import run_describe
-from tasks.embed import run_embed
-from tasks.model_stages import run_evaluate, run_train
-from tasks.params import ClusterParams, DescribeParams, EmbedParams, EvaluateParams, TrainParams
-from tasks.reports import report_stage
+from tasks.params import EndToEndParams
+from tasks.registry import STAGES, Execute, Stage
+from tasks.reports import publish_reports
 from tasks.stage import StagePlan
 from tasks.store import ArtifactStore
 
@@ -42,48 +43,35 @@ class ArtifactCachePolicy(CachePolicy):
         return cache_key
 
 
-def task_options(store: ArtifactStore) -> dict[str, Any]:
-    """Options that bind the stage tasks to one store root."""
-    records = store.root / RESULTS_DIR
-    return {
+def _stage_task(stage: Stage) -> Task:
+    def run_stage(plan: StagePlan, params: EndToEndParams, inputs: dict[str, str], store_root: str) -> str:
+        directory = stage.run(plan, params, {role: Path(path) for role, path in inputs.items()},
+                              ArtifactStore(store_root))
+        publish_reports(stage.name, stage.module.reports, directory)
+        return str(directory)
+
+    run_stage.__qualname__ = run_stage.__name__ = f"{stage.name}_stage"  # Prefect's task key
+    return task(run_stage, name=stage.name, retries=stage.retries, retry_delay_seconds=stage.retry_delay_seconds,
+                task_run_name=lambda: stage.module.run_name(task_run.parameters["params"]))
+
+
+TASKS: dict[str, Task] = {stage.name: _stage_task(stage) for stage in STAGES}
+
+
+def execute_as_task(store: ArtifactStore) -> Execute:
+    """A ``tasks.registry.run_stages`` executor that runs each stage as its Prefect task, with
+    the cache records of ``store``."""
+    options = {
         "cache_policy": ArtifactCachePolicy(),
-        "result_storage": records,
+        "result_storage": store.root / RESULTS_DIR,
         "result_serializer": "json",
         "persist_result": True,
     }
 
+    def execute(stage: Stage, plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path],
+                _: ArtifactStore) -> Path:
+        result = TASKS[stage.name].with_options(**options)(plan, params, {r: str(p) for r, p in inputs.items()},
+                                                          store.location)
+        return Path(result)
 
-@task(name="describe", task_run_name="describe {params.dataset}", retries=1, retry_delay_seconds=5)
-def describe_task(plan: StagePlan, params: DescribeParams, store_root: str) -> str:
-    described = run_describe(plan, params, ArtifactStore(store_root))
-    report_stage("describe", described)
-    return str(described)
-
-
-@task(name="embed", task_run_name="embed with {params.embedder}")
-def embed_task(described: str, plan: StagePlan, params: EmbedParams, store_root: str) -> str:
-    embedded = run_embed(Path(described), plan, params, ArtifactStore(store_root))
-    report_stage("embed", embedded)
-    return str(embedded)
-
-
-@task(name="cluster", task_run_name="cluster k={params.k}")
-def cluster_task(embedded: str, plan: StagePlan, params: ClusterParams, store_root: str) -> str:
-    label_space = run_cluster(Path(embedded), plan, params, ArtifactStore(store_root))
-    report_stage("cluster", label_space)
-    return str(label_space)
-
-
-@task(name="train", task_run_name="train {params.config}")
-def train_task(label_space: str, plan: StagePlan, params: TrainParams, store_root: str) -> str:
-    run = run_train(Path(label_space), plan, params, ArtifactStore(store_root))
-    report_stage("train", run)
-    return str(run)
-
-
-@task(name="evaluate", task_run_name="evaluate {params.split}")
-def evaluate_task(label_space: str, run: str, plan: StagePlan, train: TrainParams, params: EvaluateParams,
-                  store_root: str) -> str:
-    evaluated = run_evaluate(Path(label_space), Path(run), plan, train, params, ArtifactStore(store_root))
-    report_stage("evaluate", evaluated)
-    return str(evaluated)
+    return execute

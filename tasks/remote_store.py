@@ -25,7 +25,8 @@ from typing import Any
 
 from fsspec.core import url_to_fs
 
-from tasks.store import MANIFEST, ArtifactError, manifest_problems, sha256_bytes
+from tasks.errors import ArtifactError
+from tasks.files import MANIFEST, manifest_problems, sha256_bytes
 
 log = logging.getLogger(__name__)
 

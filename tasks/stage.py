@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.store import MANIFEST, ArtifactStore, artifact_key
+from tasks.files import MANIFEST, sha256_file, sha256_json
+from tasks.store import ArtifactStore, artifact_key
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,21 @@ class StagePlan:
     def ref(self) -> str:
         """How a downstream stage names this one among its inputs."""
         return f"{self.stage}/{self.key}"
+
+
+def input_ref(path: Path) -> str:
+    """How a stage names an input given as a path: an artifact of the store by its
+    ``<stage>/<key>`` (from its manifest), anything else by its content (a file's sha256, or the
+    sha256 of a directory's top-level file digests)."""
+    path = path.expanduser().resolve()
+    manifest = path / MANIFEST
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        return f"{data['stage']}/{data['key']}"
+    if path.is_file():
+        return f"sha256:{sha256_file(path)}"
+    digests = {p.name: sha256_file(p) for p in sorted(path.iterdir()) if p.is_file()}
+    return "sha256:" + sha256_json(digests)
 
 
 def materialize(store: ArtifactStore, plan: StagePlan, build: Callable[[Path], None]) -> Path:

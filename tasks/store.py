@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -33,24 +32,22 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.files import MANIFEST, file_hashes, manifest_problems, sha256_json
+
 if TYPE_CHECKING:
     from tasks.remote_store import RemoteStore
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
 QUARANTINE = ".quarantine"
+LOCKS = ".locks"
 KEY_LENGTH = 16
 # Libraries whose versions are recorded in every manifest.
 TRACKED_LIBRARIES = (
     "torch", "mmsegmentation", "mmcv", "mmengine", "timm", "prefect", "openai",
     "sentence-transformers", "scikit-learn", "pandas", "pyarrow", "numpy",
 )
-
-
-class ArtifactError(RuntimeError):
-    """A stored artifact is missing, incomplete or does not match its manifest."""
 
 
 def default_root() -> str:
@@ -63,27 +60,9 @@ def is_url(root: str | Path) -> bool:
     return isinstance(root, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", root) is not None
 
 
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal values give equal strings."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def artifact_key(stage: str, version: str, params: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
     """The key of a stage's output: a hash of its version, parameters and input identities."""
-    payload = canonical_json({"stage": stage, "version": version, "params": params, "inputs": inputs})
-    return sha256_bytes(payload.encode())[:KEY_LENGTH]
+    return sha256_json({"stage": stage, "version": version, "params": params, "inputs": inputs})[:KEY_LENGTH]
 
 
 def library_versions() -> dict[str, str]:
@@ -92,36 +71,6 @@ def library_versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
-
-
-def _file_hashes(directory: Path) -> dict[str, str]:
-    return {
-        path.relative_to(directory).as_posix(): sha256_file(path)
-        for path in sorted(directory.rglob("*"))
-        if path.is_file() and path.name != MANIFEST
-    }
-
-
-def manifest_problems(directory: Path, shown_as: str) -> list[str]:
-    """What is wrong with an artifact directory, naming its files under ``shown_as`` (a remote
-    copy is checked in a local directory but reported by its URL); empty when it matches."""
-    manifest_path = directory / MANIFEST
-    if not manifest_path.is_file():
-        return [f"{shown_as}: no {MANIFEST}"]
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        expected: dict[str, str] = manifest["files"]
-    except (ValueError, KeyError, TypeError) as error:
-        return [f"{shown_as}/{MANIFEST}: unreadable manifest ({error})"]
-    found = _file_hashes(directory)
-    issues = [f"{shown_as}/{name}: missing" for name in expected if name not in found]
-    issues += [f"{shown_as}/{name}: not in the manifest" for name in found if name not in expected]
-    issues += [
-        f"{shown_as}/{name}: sha256 differs from the manifest"
-        for name, digest in expected.items()
-        if name in found and found[name] != digest
-    ]
-    return issues
 
 
 @functools.cache
@@ -285,7 +234,7 @@ class ArtifactStore:
                 "version": version,
                 "params": dict(params),
                 "inputs": dict(inputs),
-                "files": _file_hashes(tmp),
+                "files": file_hashes(tmp),
                 "libraries": library_versions(),
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "seconds": round(time.time() - started, 3),
@@ -294,6 +243,26 @@ class ArtifactStore:
             self._settle(tmp, stage, key)
         if self.remote is not None:
             self.remote.publish(stage, key, self.path(stage, key))
+
+    @contextlib.contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        """Hold ``<stage>/<key>``'s writer lock: one process (or thread) at a time computes a key
+        whose work outlives a temporary directory (training's resumable work dir). A killed
+        holder's lock is released by the kernel; the lock files live in ``<root>/.locks``."""
+        from filelock import FileLock, Timeout
+
+        path = self.root / LOCKS / f"{stage}-{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("%s/%s is being computed by another process; waiting for it", stage, key)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _stage_dirs(self) -> list[Path]:
         """``<root>/<stage>`` directories; hidden ones (``.quarantine``, ``.prefect-results``) are not stages."""

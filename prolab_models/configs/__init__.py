@@ -3,7 +3,9 @@
 ``resolve_config("camvid")`` -> the path of the CamVid CPU config; a path to an existing file
 is returned as is, so users can pass their own config. ``load_config`` parses one, and every
 way a user's config can be wrong (syntax, a missing ``_base_``, an exception while it runs, a
-section a run needs, an override of the wrong type) is reported naming the file, in one line.
+section a run needs, an override of the wrong type, a module type nobody registered, an
+argument its module does not take) is reported naming the file and the key, in one line,
+before any work.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import ast
 import copy
 import functools
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +176,74 @@ def check_sections(cfg: Config, source: Path) -> None:
         if _lookup(cfg, dotted) in (_MISSING, None):
             raise InvalidConfigError(f"config {source}: no {dotted} (a segmentation config defines "
                                      f"{', '.join(REQUIRED_SECTIONS)})")
+
+
+# Where a config builds modules from a registry: (the key a section sits under, mmseg's registry name).
+_BUILT_SECTIONS = (("model", "MODELS"), ("train_dataloader.dataset", "DATASETS"), ("val_dataloader.dataset", "DATASETS"),
+                   ("test_dataloader.dataset", "DATASETS"), ("custom_hooks", "HOOKS"),
+                   ("val_evaluator", "METRICS"), ("test_evaluator", "METRICS"))
+# Sub-configs that a module hands to a helper (mmcv's build_norm_layer...) rather than to a
+# registry build: their type is checked, their arguments are the helper's business.
+_HELPER_CONFIGS = {"norm_cfg", "act_cfg", "conv_cfg", "init_cfg", "train_cfg", "test_cfg"}
+
+
+def _modules(node: Any, where: str, registry: str) -> Iterator[tuple[str, dict, str]]:
+    """``(key, module config, registry)`` of every ``dict(type=...)`` under ``node``; a dataset's
+    ``pipeline`` holds transforms."""
+    if hasattr(node, "items"):
+        if isinstance(node.get("type"), str):
+            yield where, node, registry
+        for key, value in node.items():
+            child = "TRANSFORMS" if key == "pipeline" else registry
+            yield from _modules(value, f"{where}.{key}", child)
+    elif isinstance(node, (list, tuple)):
+        for index, item in enumerate(node):
+            yield from _modules(item, f"{where}.{index}", registry)
+
+
+def _accepted_arguments(cls: type) -> set[str] | None:
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up its bases; None when
+    anything goes (a chain of ``**kwargs`` that ends in ``object``)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):  # a builtin: no signature to read
+            return None
+        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
+
+
+def check_buildable(cfg: Config, source: Path) -> None:
+    """Refuse, before any work, a module type that no registry knows and an argument its module
+    does not take: mmengine would fail much later, deep in the run, with a traceback."""
+    import mmseg.registry
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        for section, registry_name in _BUILT_SECTIONS:
+            node = _lookup(cfg, section)
+            if node is _MISSING:
+                continue
+            for where, module, registry_of in _modules(node, section, registry_name):
+                registry = getattr(mmseg.registry, registry_of)
+                cls = registry.get(module["type"])
+                if cls is None:
+                    raise InvalidConfigError(
+                        f"config {source}: {where}.type={module['type']!r} is not in mmseg's {registry_of} "
+                        f"registry (a typo, or a module whose package custom_imports does not import)")
+                if where.rsplit(".", 1)[-1] in _HELPER_CONFIGS or not inspect.isclass(cls):
+                    continue
+                accepted = _accepted_arguments(cls)
+                # type and _scope_ are the registry's own keys
+                unknown = [key for key in module
+                           if key not in ("type", "_scope_") and accepted is not None and key not in accepted]
+                if unknown:
+                    raise InvalidConfigError(
+                        f"config {source}: {where}.{unknown[0]}: {cls.__name__} takes no argument {unknown[0]!r} "
+                        f"(it takes {', '.join(sorted(accepted))})")

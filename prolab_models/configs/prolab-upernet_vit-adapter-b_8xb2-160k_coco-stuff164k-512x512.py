@@ -5,7 +5,7 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     './_base_/schedules/schedule_160k_layer-decay.py',
 ]
-custom_imports = dict(imports=['prolab_models'], allow_failed_imports=False)
+custom_imports = dict(imports=['prolab_models.register'], allow_failed_imports=False)
 crop_size = (512, 512)
 model = dict(data_preprocessor=dict(size=crop_size))
 train_dataloader = dict(batch_size=2)

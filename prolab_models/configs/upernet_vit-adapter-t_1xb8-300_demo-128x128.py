@@ -5,7 +5,7 @@ _base_ = [
     './_base_/default_runtime_cpu.py',
     './_base_/schedules/schedule_cpu_demo.py',
 ]
-custom_imports = dict(imports=['prolab_models'], allow_failed_imports=False)
+custom_imports = dict(imports=['prolab_models.register'], allow_failed_imports=False)
 crop_size = (128, 128)
 model = dict(
     data_preprocessor=dict(size=crop_size),

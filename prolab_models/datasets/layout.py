@@ -18,9 +18,7 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.datasets.transforms import LoadAnnotations
 from PIL import Image
 
-
-class DatasetLayoutError(ValueError):
-    """A dataset on disk does not match the layout or label range its class expects."""
+from prolab_models.errors import DatasetLayoutError
 
 
 class SplitLayoutDataset(BaseSegDataset):

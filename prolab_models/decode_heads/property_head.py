@@ -29,7 +29,7 @@ from torch import nn
 
 from csrc import property_cosine
 from prolab_models.errors import LabelSpaceMismatchError
-from tasks.label_space import LabelSpace, load_label_space
+from prolab_models.label_space import LabelSpace, load_label_space
 
 
 def _load(label_space: str | Path | None, num_classes: int | None, head: str) -> LabelSpace:

@@ -18,7 +18,7 @@ from mmengine.evaluator import BaseMetric
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 
-from tasks.label_space import load_label_space
+from prolab_models.label_space import load_label_space
 
 
 def _valid_pixels(sample: dict, num_classes: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,9 +19,9 @@ import pytest
 from mmengine.config import Config
 from mmseg.registry import DATASETS
 
-from data.prepare.check import main as check_dataset
 from prolab_models.configs import resolve_config
 from prolab_models.datasets import DatasetLayoutError
+from prolab_models.datasets.check import main as check_dataset
 from tasks.datasets import dataset_classes
 from tests.helpers.label_space_factory import make_label_space
 from tests.helpers.paper_datasets import fabricate
@@ -29,7 +29,7 @@ from tests.support import last_line, prolab
 
 pytestmark = pytest.mark.slow
 
-# config name -> the dataset's name in ``python -m data.prepare.check``
+# config name -> the dataset's name in ``python -m prolab_models.datasets.check``
 PAPER_CONFIGS = {"ade20k": "ade20k", "coco-stuff": "coco_stuff164k", "pascal-context-59": "pascal_context59",
                  "cityscapes": "cityscapes", "bdd100k": "bdd100k"}
 CROP = 64

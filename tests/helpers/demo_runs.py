@@ -59,7 +59,7 @@ def demo_label_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, demo_root: Path, demo_label_space: Path) -> Path:
     """A work dir of 2 training iterations of the tiny demo model."""
-    from tasks.train import train
+    from tasks.model.train import train
 
     work_dir = tmp_path_factory.mktemp("run") / "work"
     train("demo", demo_label_space, work_dir, data_root=demo_root, cfg_options=tiny_options(2))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.label_space import CLASS_PROPERTIES, META, PROPERTIES, property_column
+from prolab_models.label_space import CLASS_PROPERTIES, META, PROPERTIES, property_column
 
 
 def make_label_space(

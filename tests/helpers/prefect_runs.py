@@ -21,11 +21,12 @@ from uuid import UUID
 import pytest
 
 from data.demo import DEMO_CLASSES
-from tasks.plans import STAGES  # noqa: F401  (re-exported to the flow tests)
+from tasks import registry
 from tests.helpers.demo_runs import tiny_options
 from tests.support import PROJECT_ROOT, PROLAB
 
 PREFECT = str(PROJECT_ROOT / ".venv" / "bin" / "prefect")
+STAGES = tuple(stage.name for stage in registry.STAGES)  # every stage's name, in DAG order
 
 
 def run_command(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

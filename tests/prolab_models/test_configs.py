@@ -11,6 +11,7 @@ from mmengine.config import Config
 from prolab_models.configs import CONFIGS, check_overrides, check_sections, load_config, resolve_config
 from prolab_models.errors import InvalidConfigError, UnknownConfigError
 
+
 @functools.cache
 def parse(name: str) -> Config:
     """Each config once a session: parsing resolves mmseg:: bases and imports the plugin."""
@@ -25,7 +26,7 @@ PAPER = {"ade20k": 320_000, "coco-stuff": 160_000, "pascal-context-59": 160_000,
 def test_every_short_name_resolves_to_a_config_that_parses(name: str) -> None:
     cfg = parse(name)
     check_sections(cfg, resolve_config(name))
-    assert cfg.custom_imports["imports"] == ["prolab_models"]
+    assert cfg.custom_imports["imports"] == ["prolab_models.register"]
     assert cfg.model.backbone.type == "ViTAdapter"
     prolab = not name.endswith("_ce")
     assert cfg.model.type == ("PropertyEncoderDecoder" if prolab else "EncoderDecoder")

@@ -13,7 +13,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from torch import nn
 
-import prolab_models  # noqa: F401
+import prolab_models.register  # noqa: F401  (registers the modules)
 from prolab_models.backbones import ViTAdapter
 from prolab_models.engine import PreciseBNHook
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import prolab_models  # noqa: F401
+import prolab_models.register  # noqa: F401  (registers the modules)
 from prolab_models.evaluation import PerClassIoUMetric, PropertyMetric
 from tests.helpers.label_space_factory import make_label_space
 

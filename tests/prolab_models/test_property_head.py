@@ -13,10 +13,10 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-import prolab_models  # noqa: F401
-from tests.helpers.label_space_factory import make_label_space
+import prolab_models.register  # noqa: F401  (registers the modules)
 from prolab_models.errors import LabelSpaceMismatchError
 from prolab_models.losses import PropertyCosineLoss
+from tests.helpers.label_space_factory import make_label_space
 
 CLASSES = ["sky", "road", "car"]
 MULTI_HOT = np.array([[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 1, 0, 1, 1]], dtype=np.float32)

@@ -9,7 +9,7 @@ import torch
 from mmseg.registry import MODELS
 from timm.models.vision_transformer import VisionTransformer
 
-import prolab_models  # noqa: F401  (registers the modules)
+import prolab_models.register  # noqa: F401  (registers the modules)
 from prolab_models.backbones import ViTAdapter, vit_adapter_tiny
 
 TINY = dict(arch="tiny", embed_dim=48, depth=2, interaction_indexes=[[0, 0], [1, 1]], norm_cfg=dict(type="BN"))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.store import MANIFEST, TMP_PREFIX, ArtifactStore
+from tasks.files import MANIFEST
+from tasks.store import TMP_PREFIX, ArtifactStore
 from tests.support import PROJECT_ROOT, PROLAB, last_line, prolab  # noqa: F401  (re-exported to the reliability tests)
 
 CITYSCAPES = "data/prolab_descriptors/cityscapes_bdd_gpt3.5.json"

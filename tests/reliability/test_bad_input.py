@@ -43,6 +43,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "utf16.json").write_bytes(json.dumps({"car": ["red"]}).encode("utf-16"))
     (root / "nan.json").write_text('{"car": [NaN]}')
     (root / "negative.json").write_text('{"car": [-1]}')
+    (root / "repeated.json").write_text('{"car": ["red"], "road": ["grey"], "car": ["blue"]}')
+    make_label_space(root / "reversed", list(reversed(DEMO_CLASSES)), k=4)
     (root / "store-file").write_text("not a directory")
     missing = make_label_space(root / "missing-file", DEMO_CLASSES, k=4)
     (missing / "class_properties.parquet").unlink()
@@ -82,6 +84,8 @@ LABEL_SPACE: dict[str, Case] = {
     "negative number as description": (["--descriptors", "{in}/negative.json"],
                                        ['class "car": description 1 is a number']),
     "descriptors outside every root": (["--descriptors", "/etc/hostname"], ["/etc/hostname", "JSON"]),
+    "descriptors repeating a class": (["--descriptors", "{in}/repeated.json"],
+                                      ['{in}/repeated.json: key "car" appears twice in one object']),
     "--artifacts is a file": (["--descriptors", CITYSCAPES, "--artifacts", "{in}/store-file"],
                               ["{in}/store-file", "Not a directory"]),
     "--artifacts URL with an unknown protocol": (["--artifacts", "nosuch://bucket/prolab"],
@@ -114,6 +118,16 @@ MODEL: dict[str, Case] = {
     "--cfg-options NaN learning rate": (["train", "--label-space", "{in}/good", "--cfg-options",
                                          "optim_wrapper.optimizer.lr=nan"],
                                         ["cfg_options optim_wrapper.optimizer.lr=nan: not a finite number"]),
+    "--cfg-options argument the head does not take": (["train", "--label-space", "{in}/good", "--cfg-options",
+                                                       "model.decode_head.temprature=0.1"],
+                                                      ["model.decode_head.temprature: PropertyUPerHead takes no "
+                                                       "argument 'temprature'"]),
+    "--cfg-options type nobody registered": (["train", "--label-space", "{in}/good", "--cfg-options",
+                                              "model.decode_head.type=UperHeadd"],
+                                             ["model.decode_head.type='UperHeadd' is not in mmseg's MODELS registry"]),
+    "label space of the dataset's classes in another order": (["train", "--label-space", "{in}/reversed"],
+                                                              ["the same classes as the dataset ProLabDemoDataset in "
+                                                               "another order (label 0 is 'sky'"]),
 }
 
 # prolab train --config FILE: the file's name in a one-line message.
@@ -233,7 +247,7 @@ def test_deployment_parameters_fail_the_run_before_any_work(
 ) -> None:
     from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
-    from flows.end_to_end import end_to_end_flow
+    from flows.pipeline import end_to_end_flow
 
     override, expected = DEPLOYMENT[case]
     # Valid around the bad value, with descriptions the store has never seen: had any stage run,
@@ -249,3 +263,8 @@ def test_deployment_parameters_fail_the_run_before_any_work(
     for text in expected:
         assert text in state.message, f"{text!r} not in:\n{state.message}"
     assert sorted(store.iter_artifacts()) == before and store.verify() == {}, "nothing computed, nothing lost"
+
+
+def test_demo_params_repeating_a_key_are_refused_naming_it(env: dict[str, str]) -> None:
+    _check(env, ["demo", "--params", '{"train": {"config": "demo"}, "train": {"config": "camvid"}}'],
+           ['--params: key "train" appears twice in one object'])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from data.demo import DEMO_CLASSES
-from tasks.llm import MAX_PROPERTIES, MAX_PROPERTY_CHARS, MAX_REPLY_CHARS, LLMSettings, describe_classes
+from tasks.label_space.llm import MAX_PROPERTIES, MAX_PROPERTY_CHARS, MAX_REPLY_CHARS, LLMSettings, describe_classes
 from tests.helpers.fake_llm import FakeLLM
 from tests.helpers.label_space_factory import make_label_space
 from tests.reliability.conftest import last_line, prolab
@@ -128,7 +128,7 @@ def test_the_prefect_server_listens_on_loopback_only(prefect_server: dict[str, s
 def test_the_local_llm_server_listens_on_loopback_only() -> None:
     from urllib.parse import urlsplit
 
-    from tasks.llm_server import local_llm_server
+    from tasks.label_space.llm_server import local_llm_server
 
     with local_llm_server() as settings:
         port = urlsplit(settings.base_url).port

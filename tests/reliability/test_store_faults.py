@@ -17,7 +17,7 @@ from tests.support import PROJECT_ROOT, shared_path
 
 # The end-to-end flow in a process of its own, as a worker runs it: EndToEndParams JSON in argv[1],
 # the evaluation's directory on stdout; the store is $PROLAB_ARTIFACTS.
-END_TO_END = ("import sys; from flows.end_to_end import end_to_end_flow; from tasks.params import EndToEndParams; "
+END_TO_END = ("import sys; from flows.pipeline import end_to_end_flow; from tasks.params import EndToEndParams; "
               "print(end_to_end_flow(EndToEndParams.model_validate_json(sys.argv[1])))")
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from tasks.store import MANIFEST, ArtifactError, ArtifactStore
+from tasks.errors import ArtifactError
+from tasks.files import MANIFEST
+from tasks.store import ArtifactStore
 from tests.support import PROJECT_ROOT, shared_path
-from tests.tasks.test_label_space_stages import CITYSCAPES, EncodeCounter, build
+from tests.tasks.label_space.test_label_space_stages import CITYSCAPES, EncodeCounter, build
 
 
 @pytest.fixture
@@ -169,18 +171,12 @@ RUN_STAGES = """
 import logging, sys
 from pathlib import Path
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-from tasks.cluster import plan_cluster, run_cluster
-from tasks.describe import plan_describe, run_describe
-from tasks.embed import plan_embed, run_embed
-from tasks.params import ClusterParams, DescribeParams, EmbedParams
+from tasks.params import ClusterParams, DescribeParams, EndToEndParams, LabelSpaceParams
+from tasks.registry import run_stages
 from tasks.store import ArtifactStore
 store = ArtifactStore(sys.argv[2])
-describe, embed, cluster = DescribeParams(dataset=None, descriptors=Path(sys.argv[1])), EmbedParams(), ClusterParams(k=6)
-described = plan_describe(describe)
-embedded = plan_embed(described, embed)
-clustered = plan_cluster(embedded, cluster)
-vectors = run_embed(run_describe(described, describe, store), embedded, embed, store)
-print(run_cluster(vectors, clustered, cluster, store))
+params = LabelSpaceParams(describe=DescribeParams(descriptors=Path(sys.argv[1])), cluster=ClusterParams(k=6))
+print(run_stages(EndToEndParams(label_space=params), store, ["describe", "embed", "cluster"])["cluster"])
 """
 
 

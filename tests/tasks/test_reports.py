@@ -14,12 +14,14 @@ import pytest
 from PIL import Image
 
 from data.demo import DEMO_CLASSES
-from tasks.cluster import plan_cluster, run_cluster
-from tasks.describe import plan_describe, run_describe
-from tasks.embed import plan_embed, run_embed
-from tasks.params import ClusterParams, DescribeParams, EmbedParams
-from tasks.reports import MAX_IMAGE_BYTES, Report, artifact_key, publish, report_stage
-from tasks.reports import cluster_reports, describe_reports, embed_reports, evaluate_reports, train_reports
+from tasks.label_space.cluster import reports as cluster_reports
+from tasks.label_space.describe import reports as describe_reports
+from tasks.label_space.embed import reports as embed_reports
+from tasks.model.evaluate import reports as evaluate_reports
+from tasks.model.train import reports as train_reports
+from tasks.params import ClusterParams, DescribeParams, EndToEndParams, LabelSpaceParams
+from tasks.registry import run_stages
+from tasks.reports import MAX_IMAGE_BYTES, Report, artifact_key, publish, publish_reports
 from tasks.store import ArtifactStore
 from tests.helpers.label_space_factory import make_label_space
 
@@ -47,13 +49,9 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     descriptors = root / "demo.json"
     descriptors.write_text(json.dumps({name: [f"{name} part {i}" for i in range(3)] for name in DEMO_CLASSES}))
     store = ArtifactStore(root / "artifacts")
-    describe, embed, cluster = (DescribeParams(dataset="demo", descriptors=descriptors), EmbedParams(),
-                                ClusterParams(k=5))
-    described = plan_describe(describe)
-    embedded = plan_embed(described, embed)
-    d = run_describe(described, describe, store)
-    e = run_embed(d, embedded, embed, store)
-    return {"describe": d, "embed": e, "cluster": run_cluster(e, plan_cluster(embedded, cluster), cluster, store)}
+    params = LabelSpaceParams(describe=DescribeParams(dataset="demo", descriptors=descriptors),
+                              cluster=ClusterParams(k=5))
+    return run_stages(EndToEndParams(label_space=params), store, ["describe", "embed", "cluster"])
 
 
 def test_describe_lists_every_class_with_its_descriptions(stages: dict[str, Path]) -> None:
@@ -85,7 +83,8 @@ def test_embed_reports_model_dimension_and_reuse(stages: dict[str, Path]) -> Non
 
 def test_cluster_reports_the_label_space_table_pictures_and_quality(stages: dict[str, Path]) -> None:
     reports = by_key(cluster_reports(stages["cluster"]))
-    assert set(reports) == {"label-space", "label-space-matrix", "label-space-sizes", "label-space-quality"}
+    assert set(reports) == {"label-space", "label-space-matrix", "label-space-similarity", "label-space-sizes",
+                            "label-space-quality"}
     table = reports["label-space"]
     assert [row["property"] for row in table.data] == list(range(5))
     assert sum(row["descriptions"] for row in table.data) == 21
@@ -94,12 +93,13 @@ def test_cluster_reports_the_label_space_table_pictures_and_quality(stages: dict
     matrix = decoded_png(reports["label-space-matrix"])
     assert matrix.width > 100 and matrix.height > 100
     decoded_png(reports["label-space-sizes"])
+    decoded_png(reports["label-space-similarity"])
     assert reports["label-space-quality"].data.startswith("# Label-space quality")
 
 
 def test_cluster_report_skips_what_the_directory_lacks(tmp_path: Path) -> None:
     space = make_label_space(tmp_path / "space", ["a", "b", "c"], k=4)  # no quality.json, no quality.md
-    assert set(by_key(cluster_reports(space))) == {"label-space", "label-space-matrix"}
+    assert set(by_key(cluster_reports(space))) == {"label-space", "label-space-matrix", "label-space-similarity"}
     assert cluster_reports(tmp_path / "empty") == []
 
 
@@ -145,7 +145,7 @@ def test_train_report_without_logs_still_names_the_run(tmp_path: Path) -> None:
 
 
 def write_evaluation(directory: Path) -> None:
-    from prolab_models.visualization import save_iou_bars
+    from tasks.visualization import save_iou_bars
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "metrics.json").write_text(json.dumps({
@@ -179,7 +179,7 @@ def test_a_report_that_cannot_be_read_is_a_warning_not_a_failed_stage(tmp_path: 
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "metrics.json").write_text("{not json")
     with caplog.at_level(logging.WARNING):
-        report_stage("evaluate", tmp_path)
+        publish_reports("evaluate", evaluate_reports, tmp_path)
     assert "evaluate: no UI report" in caplog.text and "JSONDecodeError" in caplog.text
 
 

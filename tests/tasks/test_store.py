@@ -7,11 +7,13 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from tasks.store import MANIFEST, QUARANTINE, ArtifactStore, artifact_key
+from tasks.files import MANIFEST
+from tasks.store import QUARANTINE, ArtifactStore, artifact_key
 from tests.support import PROJECT_ROOT
 
 
@@ -138,3 +140,26 @@ def test_a_live_writers_temporary_survives_sweeps_and_a_killed_ones_is_swept(tmp
     assert store.sweep() == [second_tmp]
     assert work.is_dir() and legacy.is_dir()
     assert {p.name for p in (tmp_path / "stage").iterdir()} == {"other", "another", legacy.name}
+
+
+def test_a_key_lock_admits_one_holder_at_a_time(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    counter = threading.Lock()
+    inside = most = 0
+
+    def hold() -> None:
+        nonlocal inside, most
+        with store.lock("train", "key"):  # each call opens the file anew: flock excludes threads as it does processes
+            with counter:
+                inside += 1
+                most = max(most, inside)
+            time.sleep(0.05)
+            with counter:
+                inside -= 1
+
+    threads = [threading.Thread(target=hold) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert most == 1

@@ -1,6 +1,6 @@
 # UPerNet + ViT-Adapter-B (DeiT-B) with ProLab's property heads: the paper's model.
 # The label space is an input of the model: the runner sets it in both heads (and the metric).
-custom_imports = dict(imports=['prolab_models'], allow_failed_imports=False)
+custom_imports = dict(imports=['prolab_models.register'], allow_failed_imports=False)
 label_space = None
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(

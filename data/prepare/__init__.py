@@ -1,1 +1,0 @@
-"""Tools for datasets prepared by hand: see data/README.md."""

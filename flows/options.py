@@ -1,0 +1,65 @@
+"""Command-line options made from the pydantic parameter models (``tasks.params``).
+
+One source of truth: an option's name, type, choices, default and help all come from the
+model's field, so the CLI, the flows and the deployments cannot disagree. Options left out on
+the command line are absent from the parsed namespace, so the model's own default applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _help(info: FieldInfo) -> str:
+    text = info.description or ""
+    if not info.is_required() and info.default not in (None, {}, [], ""):
+        default = info.default.value if hasattr(info.default, "value") else info.default
+        text += f" (default: {default})"
+    return text
+
+
+def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, model: type[BaseModel],
+                      exclude: tuple[str, ...] = ()) -> None:
+    """An option per field of ``model`` (``snake_case`` -> ``--kebab-case``)."""
+    for name, info in model.model_fields.items():
+        if name in exclude:
+            continue
+        kind = _unwrap_optional(info.annotation)
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": _help(info), "dest": name}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is Literal:
+            kwargs["choices"] = list(typing.get_args(kind))
+        elif typing.get_origin(kind) is dict or kind is dict:
+            from mmengine.config import DictAction  # mmseg's KEY=VALUE parsing, as in its tools/train.py
+
+            kwargs.update(nargs="+", action=DictAction, metavar="KEY=VALUE")
+        elif kind in (int, float, Path):
+            kwargs["type"] = kind
+        parser.add_argument(option_name(name), **kwargs)
+
+
+def model_from_args(model: type[BaseModel], args: argparse.Namespace, **overrides: Any) -> BaseModel:
+    """``model`` built from the options given on the command line (its defaults for the rest)."""
+    values = {name: getattr(args, name) for name in model.model_fields if hasattr(args, name)}
+    return model(**{**values, **overrides})

@@ -1,0 +1,63 @@
+"""The pipeline's flows: end to end, the label space alone, and the flows behind ``prolab
+train`` and ``prolab evaluate``, which take any label space directory and checkpoint.
+
+Each flow plans every key first (cheap; bad input fails before any stage runs), then runs
+the stages in DAG order as Prefect tasks (``tasks.registry.run_stages``); a stage whose
+artifact exists shows as Cached and computes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from tasks.model.runs import last_checkpoint
+from tasks.params import EndToEndParams, EvaluateParams, LabelSpaceParams, TrainParams
+from tasks.prefect_tasks import execute_as_task
+from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES, STAGES, run_stages
+from tasks.store import ArtifactStore
+
+
+@flow(name="end-to-end", log_prints=True)
+def end_to_end_flow(params: EndToEndParams = EndToEndParams(), artifacts: str | None = None) -> str:
+    """Describe, embed, cluster, train and evaluate; returns the evaluation's artifact directory."""
+    store = ArtifactStore(artifacts)
+    paths = run_stages(params, store, [s.name for s in STAGES], execute=execute_as_task(store))
+    return str(paths[STAGES[-1].name])
+
+
+@flow(name="label-space", log_prints=True)
+def label_space_flow(params: LabelSpaceParams = LabelSpaceParams(), artifacts: str | None = None) -> str:
+    """Build (or reuse) the label space; returns its artifact directory."""
+    store = ArtifactStore(artifacts)
+    paths = run_stages(EndToEndParams(label_space=params), store, LABEL_SPACE_STAGES, execute=execute_as_task(store))
+    return str(paths[LABEL_SPACE])
+
+
+@flow(name="train-on-label-space", log_prints=True)
+def train_on_label_space_flow(label_space: str, params: TrainParams = TrainParams(),
+                              artifacts: str | None = None) -> str:
+    """Train on a label space directory; returns the training run's artifact directory."""
+    store = ArtifactStore(artifacts)
+    paths = run_stages(EndToEndParams(train=params), store, ["train"], given={LABEL_SPACE: Path(label_space)},
+                       execute=execute_as_task(store))
+    return str(paths["train"])
+
+
+@flow(name="evaluate-checkpoint", log_prints=True)
+def evaluate_checkpoint_flow(label_space: str, checkpoint: str, train: TrainParams = TrainParams(),
+                             params: EvaluateParams = EvaluateParams(), artifacts: str | None = None) -> str:
+    """Score a training run (directory or checkpoint file); returns the evaluation's artifact directory."""
+    store = ArtifactStore(artifacts)
+    paths = run_stages(EndToEndParams(train=train, evaluate=params), store, ["evaluate"],
+                       given={LABEL_SPACE: Path(label_space), "train": training_run(Path(checkpoint))},
+                       execute=execute_as_task(store))
+    return str(paths["evaluate"])
+
+
+def training_run(checkpoint: Path) -> Path:
+    """A run of the store as it is (named by its key); any other work dir by its last checkpoint
+    (named by that file's content)."""
+    checkpoint = checkpoint.expanduser().resolve()
+    return checkpoint if (checkpoint / "manifest.json").is_file() else last_checkpoint(checkpoint)

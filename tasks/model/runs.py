@@ -1,0 +1,178 @@
+"""What the model stages share: an mmengine run's config, its data root, its checkpoints.
+
+``build_config`` resolves a config by short name or path, merges overrides and points every
+``label_space`` and ``data_root`` field at the given paths; ``model_identity`` is what a
+train or evaluate key hashes about the model and the data (the resolved config and the
+dataset's fingerprint), computed before any work so that bad input is refused while planning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+
+from prolab_models.configs import check_buildable, check_overrides, check_sections, load_config, resolve_config
+from prolab_models.errors import DatasetLayoutError, LabelSpaceMismatchError, ProLabInputError
+from prolab_models.label_space import LabelSpace
+from tasks.files import canonical_json, sha256_text
+from tasks.params import TrainParams
+
+log = logging.getLogger(__name__)
+
+DEMO_DATASET = "ProLabDemoDataset"
+
+
+def _set_everywhere(node: Any, key: str, value: Any) -> None:
+    """Set ``key`` in every dict of a config tree that has it (heads, metrics, datasets...)."""
+    if hasattr(node, "items"):  # ConfigDict, dict, and the Config itself
+        for k, v in list(node.items()):
+            if k == key:
+                node[k] = value
+            else:
+                _set_everywhere(v, key, value)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            _set_everywhere(item, key, value)
+
+
+def build_config(
+    config: str | Path,
+    label_space: Path,
+    work_dir: Path,
+    data_root: Path | None = None,
+    cfg_options: dict | None = None,
+) -> Config:
+    """The config of a run: resolved by name or path, ``cfg_options`` merged, the label space
+    and data root set wherever the config names them, the work dir set. A config or override
+    that cannot run is refused here, naming the file or the setting."""
+    source = resolve_config(config)
+    cfg = load_config(source)
+    if cfg_options:
+        check_overrides(cfg, cfg_options, source)
+        cfg.merge_from_dict(cfg_options)
+    check_sections(cfg, source)
+    check_buildable(cfg, source)
+    _set_everywhere(cfg, "label_space", str(label_space))
+    if data_root is not None:
+        _set_everywhere(cfg, "data_root", str(data_root))
+    cfg.work_dir = str(work_dir)
+    # mmseg's runtime names its visualizer 'visualizer', and mmengine hands every later Runner of the
+    # process that first instance, still writing into the first run's work dir: let each run name its own.
+    if "visualizer" in cfg:
+        cfg.visualizer.pop("name", None)
+    return cfg
+
+
+def select_test_split(cfg: Config, config: str | Path, split: str) -> None:
+    """Point the test dataset at ``split``. Split-named datasets (demo, CamVid, BDD100K) take
+    any split; the others fix their folders by ``data_prefix`` and have only their validation
+    set (ADE20K, COCO-Stuff, Pascal Context and Cityscapes publish no test labels), so another
+    split is refused, naming the config."""
+    dataset = cfg.test_dataloader.dataset
+    if "split" in dataset:
+        dataset.split = split
+    elif split != "val":
+        raise ProLabInputError(
+            f"--split {split}: config {config} evaluates {dataset['type']}, whose folders are fixed by "
+            f"data_prefix (its validation set); only split-named datasets (demo, CamVid, BDD100K) take "
+            f"--split test")
+
+
+def dataset_classes(dataset_cfg: dict) -> list[str]:
+    """The classes of a dataset config: its ``metainfo`` override, else its class's."""
+    from mmseg.registry import DATASETS
+
+    metainfo = dataset_cfg.get("metainfo") or {}
+    if "classes" in metainfo:
+        return list(metainfo["classes"])
+    return list(DATASETS.get(dataset_cfg["type"]).METAINFO["classes"])
+
+
+def check_inputs(cfg: Config, space: LabelSpace, dataloader: str) -> None:
+    """Fail before any work when the data root is missing or the label space does not fit."""
+    dataset = cfg[dataloader]["dataset"]
+    root = dataset.get("data_root")
+    if root is not None and not Path(root).is_dir():
+        raise DatasetLayoutError(f"{root}: data root not found (the {dataset['type']} of {dataloader})")
+    classes = dataset_classes(dataset)
+    if len(classes) != space.num_classes:
+        raise LabelSpaceMismatchError(
+            f"{space.path}: label space has {space.num_classes} classes but the dataset "
+            f"{dataset['type']} has {len(classes)} ({', '.join(classes)})")
+    if classes != space.classes and sorted(classes) == sorted(space.classes):
+        label = next(i for i, (a, b) in enumerate(zip(classes, space.classes)) if a != b)
+        raise LabelSpaceMismatchError(
+            f"{space.path}: the same classes as the dataset {dataset['type']} in another order (label {label} is "
+            f"{classes[label]!r} in the dataset, {space.classes[label]!r} in the label space): every pixel would be "
+            f"trained as another class; build the label space with --dataset for the dataset's order")
+    if classes != space.classes:
+        log.warning("%s: label space classes %s differ in name from the dataset's %s", space.path, space.classes,
+                    classes)
+
+
+def last_checkpoint(run: Path) -> Path:
+    """A checkpoint file, or a work dir's latest (mmengine's ``last_checkpoint`` record)."""
+    if run.is_file():
+        return run
+    record = run / "last_checkpoint"
+    if record.is_file():
+        path = Path(record.read_text().strip())
+        if path.is_file():
+            return path
+    found = sorted(run.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+    if not found:
+        raise FileNotFoundError(f"{run}: no checkpoint (neither a .pth file nor a work dir holding one)")
+    return found[-1]
+
+
+@contextlib.contextmanager
+def logs_to_stderr() -> Iterator[None]:
+    """mmengine's logger writes to the stdout of its creation time: make that stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def resolve_data_root(params: TrainParams) -> Path:
+    """The dataset root: the given one, the config's own, or the demo (generated on first use)."""
+    if params.data_root is not None:
+        return params.data_root.expanduser().resolve()
+    dataset = _config(params, None).train_dataloader.dataset
+    if dataset["type"] == DEMO_DATASET:
+        from data.demo import DEFAULT_ROOT, generate_demo_dataset
+
+        return generate_demo_dataset(DEFAULT_ROOT)
+    return Path(dataset["data_root"]).expanduser().resolve()
+
+
+def _config(params: TrainParams, data_root: Path | None) -> Config:
+    # Placeholders: the config's identity must not depend on where the store or data live.
+    return build_config(params.config, Path("<label-space>"), Path("<work-dir>"), data_root, params.cfg_options)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What train and evaluate keys hash about the model and its data."""
+
+    config: Config  # resolved, with placeholders for the label space and work dir
+    config_sha256: str
+    dataset: str  # the dataset's fingerprint
+    data_root: Path
+
+
+def model_identity(params: TrainParams) -> ModelIdentity:
+    """The resolved config, its hash and the dataset's fingerprint; bad input fails here."""
+    from data.demo import DEFAULT_ROOT
+    from prolab_models.datasets.fingerprint import dataset_fingerprint
+
+    data_root = resolve_data_root(params)
+    cfg = _config(params, data_root)
+    # The generated demo is hashed by content, so a regenerated copy keeps its key.
+    fingerprint = dataset_fingerprint(data_root, content=data_root == DEFAULT_ROOT.resolve())
+    return ModelIdentity(cfg, sha256_text(canonical_json(cfg.to_dict())), fingerprint, data_root)

@@ -1,0 +1,117 @@
+"""describe (import) -> embed -> cluster as plain functions: parity with the paper's procedure,
+caching proven by counts, and recomputation of damaged artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from prolab_models.label_space import load_label_space
+from tasks.label_space import embed as embed_module
+from tasks.params import ClusterParams, DescribeParams, EmbedParams, EndToEndParams, LabelSpaceParams
+from tasks.registry import run_stages
+from tasks.store import ArtifactStore
+from tests.support import shared_path
+
+CITYSCAPES = "data/prolab_descriptors/cityscapes_bdd_gpt3.5.json"
+
+
+class EncodeCounter:
+    """Wraps the real encoder and counts the texts it is asked to encode."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.texts: list[str] = []
+        real = embed_module.load_encoder
+
+        def counting_loader(name: str):
+            encoder = real(name)
+            original = encoder.encode
+
+            def encode(texts, **kwargs):
+                self.texts.extend(texts)
+                return original(texts, **kwargs)
+
+            encoder.encode = encode
+            return encoder
+
+        monkeypatch.setattr(embed_module, "load_encoder", counting_loader)
+
+
+def build(descriptors: Path, store: ArtifactStore, k: int = 32, seed: int = 0) -> dict[str, Path]:
+    params = LabelSpaceParams(describe=DescribeParams(descriptors=descriptors), embed=EmbedParams(),
+                              cluster=ClusterParams(k=k, seed=seed))
+    return run_stages(EndToEndParams(label_space=params), store, ["describe", "embed", "cluster"])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "artifacts")
+
+
+def test_partition_equals_reference_procedure(store: ArtifactStore) -> None:
+    descriptors = shared_path(CITYSCAPES)
+    label_space = load_label_space(build(descriptors, store)["cluster"])
+
+    # The paper's procedure, written out independently: lower-case, mean pooling, L2 norm, KMeans.
+    from sentence_transformers import SentenceTransformer
+
+    data = json.loads(descriptors.read_text())
+    texts = [t.lower() for texts in data.values() for t in texts]
+    model = SentenceTransformer(str(embed_module.resolve_embedder("all-MiniLM-L6-v2")), device="cpu")
+    assert model[1].get_config_dict()["pooling_mode"] == "mean"
+    vectors = model.encode(texts, normalize_embeddings=True)
+    reference = KMeans(n_clusters=32, random_state=0, n_init="auto").fit_predict(vectors)
+
+    import pandas as pd
+
+    ours = pd.read_parquet(label_space.path / "descriptions.parquet")["property_id"].to_numpy()
+    assert adjusted_rand_score(reference, ours) == 1.0
+    assert label_space.classes == list(data)
+    assert label_space.centres.shape == (32, 384) and label_space.multi_hot.shape == (19, 32)
+    expected = np.zeros((19, 32))
+    class_of_text = [ci for ci, texts in enumerate(data.values()) for _ in texts]
+    expected[class_of_text, reference] = 1
+    # Same partition up to relabelling: compare the class x property matrices' column sets.
+    assert sorted(map(tuple, expected.T)) == sorted(map(tuple, label_space.multi_hot.T))
+
+
+def test_unchanged_rerun_encodes_nothing_and_edit_reembeds_one_class(
+    store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = shared_path(CITYSCAPES)
+    descriptors = tmp_path / "descriptors.json"
+    shutil.copy(source, descriptors)
+    counter = EncodeCounter(monkeypatch)
+    first = build(descriptors, store)
+    n_unique = len({t.lower() for texts in json.loads(source.read_text()).values() for t in texts})
+    assert len(counter.texts) == n_unique
+
+    counter.texts.clear()
+    assert build(descriptors, store) == first
+    assert counter.texts == []  # zero encoder calls
+
+    data = json.loads(descriptors.read_text())
+    data["car"] = ["Four wheels and a metal body", "Painted bright red", data["car"][0]]
+    descriptors.write_text(json.dumps(data))
+    edited = build(descriptors, store)
+    assert counter.texts == ["four wheels and a metal body", "painted bright red"]
+    assert all(edited[stage] != first[stage] for stage in ("describe", "embed", "cluster"))
+    assert load_label_space(edited["cluster"]).multi_hot[13].sum() >= 1
+
+
+def test_deleted_or_damaged_artifact_is_recomputed(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    descriptors = shared_path(CITYSCAPES)
+    first = build(descriptors, store, k=8)
+    shutil.rmtree(first["cluster"])
+    parquet = first["embed"] / "embeddings.parquet"
+    parquet.write_bytes(parquet.read_bytes()[:-10] + b"0123456789")
+    again = build(descriptors, store, k=8)
+    assert again == first
+    assert store.verify() == {}
+    assert load_label_space(again["cluster"]).num_properties == 8
