@@ -344,6 +344,7 @@ EXPECTED_ERRORS = (
     ("tasks.label_space", "LabelSpaceError"),
     ("tasks.llm", "DescribeError"),
     ("tasks.llm_server", "LLMServerError"),
+    ("tasks.processes", "ProcessStartError"),
     ("tasks.store", "ArtifactError"),
     ("prolab_models.datasets.layout", "DatasetLayoutError"),
     ("prolab_models.errors", "ProLabInputError"),

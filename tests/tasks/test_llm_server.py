@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from tasks.llm import MAX_PROPERTY_CHARS, LLMSettings, describe_classes
-from tasks.llm_server import LLMServerError, free_port, local_llm_server, serve, server_command
+from tasks.llm_server import LLMServerError, local_llm_server, serve, server_command
+from tasks.processes import free_port
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
