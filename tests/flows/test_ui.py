@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.cli import PROJECT_ROOT
 from tests.helpers.prefect_runs import DemoRun
-from tests.support import PROJECT_ROOT
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -17,8 +17,8 @@ import fsspec
 import pytest
 
 from tasks.store import MANIFEST, ArtifactError, ArtifactStore
-from tests.support import PROJECT_ROOT, shared_path
-from tests.tasks.test_label_space_stages import CITYSCAPES, EncodeCounter, build
+from tests.helpers.cli import CITYSCAPES, PROJECT_ROOT, shared_path
+from tests.helpers.label_space_stages import EncodeCounter, build
 
 
 @pytest.fixture

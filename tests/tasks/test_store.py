@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasks.store import MANIFEST, QUARANTINE, ArtifactStore, artifact_key
-from tests.support import PROJECT_ROOT
+from tests.helpers.cli import PROJECT_ROOT
 
 
 def _write(store: ArtifactStore, key: str, text: str = "hello") -> Path:

@@ -18,7 +18,7 @@ from data.demo import DEMO_CLASSES
 from prolab_models.datasets import DatasetLayoutError
 from prolab_models.errors import LabelSpaceMismatchError, UnknownConfigError
 from tasks.train import LABEL_SPACE_RECORD, last_checkpoint, train
-from tests.helpers.demo_runs import demo_label_space, demo_root, tiny_options, trained_run  # noqa: F401
+from tests.helpers.demo_runs import tiny_options
 from tests.helpers.label_space_factory import make_label_space
 
 PROJECT = Path(__file__).resolve().parents[2]
