@@ -8,18 +8,14 @@ reuses the same database.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tasks.processes import answers, start_and_wait, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -70,53 +66,23 @@ def server_env(server: LocalServer) -> dict[str, str]:
 
 
 def is_healthy(server: LocalServer, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"{server.api_url}/health", timeout=timeout) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    return answers(f"{server.api_url}/health", timeout)
 
 
 def start(server: LocalServer | None = None) -> LocalServer:
-    """Start the server detached unless it is already up; wait until it answers."""
+    """Start the server detached unless it is already up; return once it answers."""
     server = server or local_server()
     if is_healthy(server):
         return server
-    server.home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **server_env(server)}
-    with open(server.log_file, "ab") as log_handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(server.port), "--analytics-off"],
-            env=env, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    process = start_and_wait(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(server.port),
+         "--analytics-off"],
+        "Prefect server", lambda: is_healthy(server), STARTUP_TIMEOUT_S, log_file=server.log_file,
+        env={**os.environ, **server_env(server)}, detached=True,
+    )
     server.state_file.write_text(json.dumps({"pid": process.pid, "port": server.port}))
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the Prefect server exited with code {process.returncode}; "
-                               f"see {server.log_file}")
-        if is_healthy(server):
-            log.info("Prefect server at %s (UI %s); `prolab server stop` stops it", server.api_url, server.ui_url)
-            return server
-        time.sleep(0.5)
-    raise RuntimeError(f"the Prefect server did not answer within {STARTUP_TIMEOUT_S:.0f} s; see {server.log_file}")
-
-
-def wait_group_gone(pid: int, seconds: float) -> bool:
-    """Whether the process group led by ``pid`` ended within ``seconds``. A leader started by
-    this process is reaped, or it would linger as a zombie and look alive."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.2)
-    return False
+    log.info("Prefect server at %s (UI %s); `prolab server stop` stops it", server.api_url, server.ui_url)
+    return server
 
 
 def stop(server: LocalServer | None = None) -> bool:
@@ -124,13 +90,7 @@ def stop(server: LocalServer | None = None) -> bool:
     server = server or local_server()
     if not server.state_file.is_file():
         return False
-    pid = json.loads(server.state_file.read_text())["pid"]
-    try:
-        os.killpg(pid, signal.SIGTERM)
-        if not wait_group_gone(pid, 10.0):
-            os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    stop_group(json.loads(server.state_file.read_text())["pid"])
     server.state_file.unlink(missing_ok=True)
     return True
 

@@ -12,13 +12,12 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.server import PROJECT_ROOT, local_server, wait_group_gone
+from flows.server import PROJECT_ROOT, local_server
+from tasks.processes import start_and_wait, wait_group_gone
 
 log = logging.getLogger(__name__)
 
@@ -111,28 +110,17 @@ def start(worker: LocalWorker | None = None) -> LocalWorker:
     if is_running(worker):
         return worker
     ensure_work_pool(worker.pool)
-    worker.home.mkdir(parents=True, exist_ok=True)
     run_env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": QUERY_SECONDS}
-    with open(worker.log_file, "ab") as log_handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", worker.pool, "--type", "process",
-             "--name", worker.name],
-            cwd=PROJECT_ROOT, env=run_env, stdout=log_handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+    process = start_and_wait(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", worker.pool, "--type", "process",
+         "--name", worker.name],
+        "Prefect worker", lambda: _registered(worker), STARTUP_TIMEOUT_S, log_file=worker.log_file,
+        env=run_env, cwd=PROJECT_ROOT, detached=True,
+    )
     worker.state_file.write_text(json.dumps({"pid": process.pid, "pool": worker.pool,
                                              "api_url": run_env.get("PREFECT_API_URL")}))
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            worker.state_file.unlink(missing_ok=True)
-            raise RuntimeError(f"the Prefect worker exited with code {process.returncode}; see {worker.log_file}")
-        if _registered(worker):
-            log.info("worker %s polls pool %s (log %s)", worker.name, worker.pool, worker.log_file)
-            return worker
-        time.sleep(0.5)
-    raise RuntimeError(f"the Prefect worker did not come online within {STARTUP_TIMEOUT_S:.0f} s; "
-                       f"see {worker.log_file}")
+    log.info("worker %s polls pool %s (log %s)", worker.name, worker.pool, worker.log_file)
+    return worker
 
 
 def _flow_runs(worker_pid: int) -> dict[int, str]:

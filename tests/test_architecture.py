@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.support import PROJECT_ROOT
+from tests.helpers.cli import PROJECT_ROOT
 
 
 def test_imports_keep_every_contract_of_pyproject_toml() -> None:

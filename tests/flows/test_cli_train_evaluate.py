@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from data.demo import DEMO_CLASSES
-from tasks.label_space.llm_server import free_port
-from tests.support import last_line, prolab, shared_path
+from tasks.processes import free_port
+from tests.helpers.cli import last_line, prolab, shared_path
 
 TINY = ["--cfg-options", "train_cfg.max_iters=2", "train_dataloader.batch_size=2"]
 

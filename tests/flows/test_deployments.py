@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.request
 from pathlib import Path
 
+from tasks.processes import free_port
 from tests.helpers.prefect_runs import (
     PREFECT, PROLAB, STAGES, DemoRun, api, pipeline_params, run_artifact_keys, run_command, stage_states,
     start_deployment, wait_final, write_descriptors,
@@ -83,10 +83,16 @@ def test_a_bad_parameter_is_refused_with_its_name_before_any_run_exists(demo_run
         assert len(client.read_flow_runs()) == runs_before
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def test_demo_refuses_a_bad_parameter_naming_it_before_any_run_exists(demo_run: DemoRun) -> None:
+    with api(demo_run.env) as client:
+        runs_before = len(client.read_flow_runs())
+    result = run_command(demo_run.env, PROLAB, "demo", "--params", '{"label_space": {"cluster": {"k": 0}}}')
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert ("prolab: error: the server refused a run of end-to-end/end-to-end: Error creating flow run: Validation "
+            "failed for field 'params.label_space.cluster.k'. Failure reason: 0 is less than the minimum of 1"
+            in result.stderr), result.stderr[-3000:]
+    with api(demo_run.env) as client:
+        assert len(client.read_flow_runs()) == runs_before
 
 
 def _alive(pid: int) -> bool:
@@ -99,7 +105,7 @@ def _alive(pid: int) -> bool:
 
 def test_server_stop_ends_server_and_worker_and_a_restart_keeps_the_database(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
-    env.update(PROLAB_PREFECT_HOME=str(tmp_path / "prefect"), PROLAB_PREFECT_PORT=str(_free_port()))
+    env.update(PROLAB_PREFECT_HOME=str(tmp_path / "prefect"), PROLAB_PREFECT_PORT=str(free_port()))
     try:
         started = run_command(env, PROLAB, "server", "start")
         assert started.returncode == 0, started.stderr

@@ -9,7 +9,7 @@ import yaml
 from prefect.flows import load_flow_from_entrypoint
 
 from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES, STAGES, upstream
-from tests.support import PROJECT_ROOT
+from tests.helpers.cli import PROJECT_ROOT
 
 EXPECTED = {
     "end-to-end": "flows/pipeline.py:end_to_end_flow",

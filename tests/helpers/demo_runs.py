@@ -1,8 +1,5 @@
 """Session fixtures for tests that train: a small demo dataset, a label space for it, a tiny
-model configuration, and one short training run that several tests evaluate.
-
-Import the fixtures into a test module or conftest (``from tests.helpers.demo_runs import ...``).
-"""
+model configuration (``tiny_options``), and one short training run that several tests evaluate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Deployment runs as a user starts them (``prolab`` and ``prefect`` commands), checked through
+"""Fixture and helpers: deployment runs as a user starts them (``prolab`` and ``prefect`` commands), checked through
 the Prefect API of the test session's server.
 
 ``demo_run`` (session) is ``prolab demo`` with the demo classes imported from a small
@@ -22,8 +22,8 @@ import pytest
 
 from data.demo import DEMO_CLASSES
 from tasks import registry
+from tests.helpers.cli import PROJECT_ROOT, PROLAB
 from tests.helpers.demo_runs import tiny_options
-from tests.support import PROJECT_ROOT, PROLAB
 
 PREFECT = str(PROJECT_ROOT / ".venv" / "bin" / "prefect")
 STAGES = tuple(stage.name for stage in registry.STAGES)  # every stage's name, in DAG order

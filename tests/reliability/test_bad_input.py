@@ -15,10 +15,9 @@ import pytest
 from data.demo import DEMO_CLASSES
 from prolab_models.configs import CONFIG_DIR, CONFIGS
 from tasks.store import ArtifactStore
-from tests.helpers.demo_runs import demo_root, tiny_options  # noqa: F401  (fixture)
+from tests.helpers.cli import CITYSCAPES, last_line, prolab, shared_path
+from tests.helpers.demo_runs import tiny_options
 from tests.helpers.label_space_factory import make_label_space
-from tests.reliability.conftest import CITYSCAPES, last_line, prolab
-from tests.support import shared_path
 
 Case = tuple[list[str], list[str]]
 
@@ -243,7 +242,7 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("case", sorted(DEPLOYMENT))
 def test_deployment_parameters_fail_the_run_before_any_work(
-    env: dict[str, str], inputs: Path, demo_root: Path, case: str,  # noqa: F811
+    env: dict[str, str], inputs: Path, demo_root: Path, case: str,
 ) -> None:
     from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 

@@ -16,12 +16,10 @@ from pathlib import Path
 import pytest
 
 from data.demo import DEMO_CLASSES
-from tests.helpers.demo_runs import demo_root  # noqa: F401  (fixture)
+from tests.helpers.cli import kill_when, last_line, prolab
 from tests.helpers.fake_llm import FakeLLM
 from tests.helpers.label_space_factory import make_label_space
-from tests.reliability.conftest import (
-    assert_store_sound, kill_when, last_line, prolab, stray_temporaries,
-)
+from tests.helpers.store_checks import assert_store_sound, stray_temporaries
 
 # The demo model shrunk to seconds an iteration; 4 iterations, a checkpoint after each.
 TINY_RESUMABLE = [
@@ -80,7 +78,7 @@ def test_sigkill_in_describe_embed_and_cluster(cli_env: dict[str, str], tmp_path
 
 
 def test_sigkill_in_train_resumes_from_the_last_checkpoint_and_in_evaluate_recomputes(
-    cli_env: dict[str, str], tmp_path: Path, demo_root: Path,  # noqa: F811
+    cli_env: dict[str, str], tmp_path: Path, demo_root: Path,
 ) -> None:
     store = Path(cli_env["PROLAB_ARTIFACTS"])
     space = make_label_space(tmp_path / "ls", DEMO_CLASSES, k=6, dim=16)

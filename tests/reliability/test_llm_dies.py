@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 from tasks.datasets import dataset_classes
+from tests.helpers.cli import last_line, prolab
 from tests.helpers.fake_llm import FakeLLM, properties_of
-from tests.reliability.conftest import assert_store_sound, last_line, prolab
+from tests.helpers.store_checks import assert_store_sound
 
 ANSWERED = 4
 

@@ -12,9 +12,9 @@ import torch
 
 from data.demo import DEMO_CLASSES
 from tasks.label_space.llm import MAX_PROPERTIES, MAX_PROPERTY_CHARS, MAX_REPLY_CHARS, LLMSettings, describe_classes
+from tests.helpers.cli import last_line, prolab
 from tests.helpers.fake_llm import FakeLLM
 from tests.helpers.label_space_factory import make_label_space
-from tests.reliability.conftest import last_line, prolab
 
 # ------------------------------------------------------------------------- the API key
 

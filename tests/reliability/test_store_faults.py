@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 from tasks.store import QUARANTINE, TMP_PREFIX
-from tests.helpers.demo_runs import demo_root  # noqa: F401  (fixture)
+from tests.helpers.cli import CITYSCAPES, PROJECT_ROOT, PROLAB, last_line, prolab, shared_path
 from tests.helpers.prefect_runs import STAGES, pipeline_params, write_descriptors
-from tests.reliability.conftest import CITYSCAPES, PROLAB, assert_store_sound, last_line, prolab
-from tests.support import PROJECT_ROOT, shared_path
+from tests.helpers.store_checks import assert_store_sound
 
 # The end-to-end flow in a process of its own, as a worker runs it: EndToEndParams JSON in argv[1],
 # the evaluation's directory on stdout; the store is $PROLAB_ARTIFACTS.
@@ -63,7 +62,7 @@ def test_two_label_space_runs_at_once_both_succeed_with_one_artifact_per_stage(c
 
 
 def test_two_end_to_end_runs_at_once_both_succeed_with_one_artifact_per_stage(
-    cli_env: dict[str, str], tmp_path: Path, demo_root: Path,  # noqa: F811
+    cli_env: dict[str, str], tmp_path: Path, demo_root: Path,
 ) -> None:
     store = Path(cli_env["PROLAB_ARTIFACTS"])
     params = json.dumps(pipeline_params(write_descriptors(tmp_path / "descriptors.json"), demo_root))

@@ -19,8 +19,8 @@ import pytest
 from tasks.errors import ArtifactError
 from tasks.files import MANIFEST
 from tasks.store import ArtifactStore
-from tests.support import PROJECT_ROOT, shared_path
-from tests.tasks.label_space.test_label_space_stages import CITYSCAPES, EncodeCounter, build
+from tests.helpers.cli import CITYSCAPES, PROJECT_ROOT, shared_path
+from tests.helpers.label_space_stages import EncodeCounter, build
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from tasks.files import MANIFEST
 from tasks.store import QUARANTINE, ArtifactStore, artifact_key
-from tests.support import PROJECT_ROOT
+from tests.helpers.cli import PROJECT_ROOT
 
 
 def _write(store: ArtifactStore, key: str, text: str = "hello") -> Path:

@@ -14,39 +14,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from prolab_models.label_space import load_label_space
 from tasks.label_space import embed as embed_module
-from tasks.params import ClusterParams, DescribeParams, EmbedParams, EndToEndParams, LabelSpaceParams
-from tasks.registry import run_stages
 from tasks.store import ArtifactStore
-from tests.support import shared_path
-
-CITYSCAPES = "data/prolab_descriptors/cityscapes_bdd_gpt3.5.json"
-
-
-class EncodeCounter:
-    """Wraps the real encoder and counts the texts it is asked to encode."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.texts: list[str] = []
-        real = embed_module.load_encoder
-
-        def counting_loader(name: str):
-            encoder = real(name)
-            original = encoder.encode
-
-            def encode(texts, **kwargs):
-                self.texts.extend(texts)
-                return original(texts, **kwargs)
-
-            encoder.encode = encode
-            return encoder
-
-        monkeypatch.setattr(embed_module, "load_encoder", counting_loader)
-
-
-def build(descriptors: Path, store: ArtifactStore, k: int = 32, seed: int = 0) -> dict[str, Path]:
-    params = LabelSpaceParams(describe=DescribeParams(descriptors=descriptors), embed=EmbedParams(),
-                              cluster=ClusterParams(k=k, seed=seed))
-    return run_stages(EndToEndParams(label_space=params), store, ["describe", "embed", "cluster"])
+from tests.helpers.cli import CITYSCAPES, shared_path
+from tests.helpers.label_space_stages import EncodeCounter, build
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tasks.label_space.llm import DescribeError, LLMSettings, describe_classes, resolve_api_key
-from tasks.label_space.llm_server import free_port
+from tasks.processes import free_port
 from tests.helpers.fake_llm import FakeLLM, Step, completion, properties_of
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tasks.label_space.llm import MAX_PROPERTY_CHARS, LLMSettings, describe_classes
-from tasks.label_space.llm_server import LLMServerError, free_port, local_llm_server, serve, server_command
-from tests.support import PROJECT_ROOT
+from tasks.label_space.llm_server import LLMServerError, local_llm_server, serve, server_command
+from tasks.processes import free_port
+from tests.helpers.cli import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 

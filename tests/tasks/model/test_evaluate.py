@@ -17,7 +17,7 @@ from data.demo import DEMO_CLASSES
 from prolab_models.errors import LabelSpaceMismatchError
 from tasks.model.evaluate import METRICS_FILE, evaluate
 from tasks.model.runs import build_config
-from tests.helpers.demo_runs import demo_label_space, demo_root, tiny_options, trained_run  # noqa: F401
+from tests.helpers.demo_runs import tiny_options
 from tests.helpers.label_space_factory import make_label_space
 
 

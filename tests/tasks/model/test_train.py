@@ -19,9 +19,9 @@ from prolab_models.datasets import DatasetLayoutError
 from prolab_models.errors import LabelSpaceMismatchError, UnknownConfigError
 from tasks.model.runs import last_checkpoint
 from tasks.model.train import LABEL_SPACE_RECORD, train
-from tests.helpers.demo_runs import demo_label_space, demo_root, tiny_options, trained_run  # noqa: F401
+from tests.helpers.demo_runs import tiny_options
 from tests.helpers.label_space_factory import make_label_space
-from tests.support import PROJECT_ROOT as PROJECT
+from tests.helpers.cli import PROJECT_ROOT as PROJECT
 
 
 def logged_steps(work_dir: Path) -> list[int]:

@@ -1,8 +1,5 @@
-"""Shared by the reliability tests: the CLI as a user runs it, killed on a marker, and store checks.
-
-Every test gets its own store (``PROLAB_ARTIFACTS``) and talks to the session's Prefect
-server (``prefect_server`` in tests/conftest.py).
-"""
+"""The ``prolab`` command run as a user runs it (to the end, or killed on a marker), and where
+the project's files and ../shared are (a clean skip when ../shared is absent)."""
 
 from __future__ import annotations
 
@@ -15,11 +12,30 @@ from pathlib import Path
 
 import pytest
 
-from tasks.files import MANIFEST
-from tasks.store import TMP_PREFIX, ArtifactStore
-from tests.support import PROJECT_ROOT, PROLAB, last_line, prolab  # noqa: F401  (re-exported to the reliability tests)
-
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("PROLAB_SHARED", PROJECT_ROOT.parent / "shared"))
+PROLAB = str(PROJECT_ROOT / ".venv" / "bin" / "prolab")
 CITYSCAPES = "data/prolab_descriptors/cityscapes_bdd_gpt3.5.json"
+
+
+def prolab(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``prolab *args`` from the project root with ``env``; output captured as text."""
+    return subprocess.run([PROLAB, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=PROJECT_ROOT)
+
+
+def last_line(result: subprocess.CompletedProcess[str]) -> Path:
+    """The artifact directory a successful command prints last (its stderr shown on failure)."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def shared_path(relative: str) -> Path:
+    """A file under ../shared, or a clean skip naming what is absent."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the tests that use ../shared need it beside the project")
+    return path
 
 
 def kill_when(env: dict[str, str], marker: Callable[[], bool], *args: str, timeout: float = 300,
@@ -51,27 +67,3 @@ def with_group_killed(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait(30)
-
-
-def stray_temporaries(root: Path) -> list[Path]:
-    """Temporary artifact directories still under the store's stage directories."""
-    return sorted(p for p in root.glob(f"*/{TMP_PREFIX}*"))
-
-
-def assert_store_sound(root: Path, allow_temporaries: bool = True) -> dict[str, list[str]]:
-    """Every artifact matches its manifest; no temporary became an artifact. Returns stage -> keys."""
-    store = ArtifactStore(root)
-    assert store.verify() == {}
-    found: dict[str, list[str]] = {}
-    for directory in store.iter_artifacts():
-        assert (directory / MANIFEST).is_file() and not directory.name.startswith(TMP_PREFIX)
-        found.setdefault(directory.parent.name, []).append(directory.name)
-    if not allow_temporaries:
-        assert stray_temporaries(root) == []
-    return found
-
-
-@pytest.fixture
-def cli_env(prefect_server: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """The CLI's environment: the session's Prefect server, a fresh store, offline models."""
-    return {**prefect_server, "PROLAB_ARTIFACTS": str(tmp_path / "artifacts"), "HF_HUB_OFFLINE": "1"}

@@ -1,4 +1,4 @@
-"""The MSDA extension, built once per session so that the kernels, not the fallback, are tested."""
+"""Fixture: the MSDA extension, built once per session so that the kernels, not the fallback, are tested."""
 
 from __future__ import annotations
 
