@@ -82,7 +82,7 @@ def server_command(engine: Engine, model: str, host: str, port: int, chat_format
         if importlib.util.find_spec("llama_cpp") is None:
             raise LLMServerError("llama-cpp-python is not installed: pip install 'llama-cpp-python[server]'")
         command = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "tasks.llm_server",
             "--model", model,
             "--model_alias", model_alias(engine, model),
             "--host", host,
@@ -104,6 +104,38 @@ def server_command(engine: Engine, model: str, host: str, port: int, chat_format
             "--port", str(port),
         ]
     raise ValueError(f"unknown LLM engine {engine!r}: expected 'llama-cpp' or 'vllm'")
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_int8" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+def run_llama_cpp_server(argv: list[str]) -> None:
+    """llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server ARGV``).
+
+    On CPUs with AMX, llama.cpp repacks the weights for its AMX matrix multiply, which dies
+    with SIGILL on the first request in some virtual machines (seen on a Firecracker VM whose
+    CPU reports amx_int8): the extra weight buffer types are turned off there, as
+    ``llama-server --no-repack`` would.
+    """
+    import runpy
+
+    if _cpu_has_amx():
+        import llama_cpp.llama_cpp as bindings  # what llama_cpp.Llama reads its defaults from
+
+        default_params = bindings.llama_model_default_params
+
+        def without_extra_buffers():  # noqa: ANN202 - a ctypes struct
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        bindings.llama_model_default_params = without_extra_buffers
+    sys.argv = ["llama_cpp.server", *argv]
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 
 
 def _resolve_model(engine: Engine, model: str | Path | None) -> tuple[str, str | None]:
@@ -205,3 +237,7 @@ def serve(engine: Engine = "llama-cpp", model: str | None = None, host: str = LO
         return process.wait()
     except KeyboardInterrupt:
         return _stop(process)
+
+
+if __name__ == "__main__":
+    run_llama_cpp_server(sys.argv[1:])
