@@ -33,6 +33,11 @@ def _llm_model(params: DescribeParams) -> str:
     return DEFAULT_OPENAI_MODEL
 
 
+def _prompt_style(params: DescribeParams) -> "PromptStyle":  # noqa: F821
+    """The embedded model is a base model: asked per aspect; chat models get method.md's few-shot prompt."""
+    return "aspects" if params.llm == LOCAL_LLM else "few-shot"
+
+
 def plan_describe(params: DescribeParams) -> StagePlan:
     """The key: the descriptor file's content, or (model, prompt version, classes)."""
     if params.source == "import":
@@ -43,12 +48,12 @@ def plan_describe(params: DescribeParams) -> StagePlan:
         content = json.dumps(descriptions, ensure_ascii=False, sort_keys=False)
         return StagePlan("describe", DESCRIBE_VERSION, {"backend": "import", "dataset": params.dataset},
                          {"descriptions_sha256": sha256_bytes(content.encode())})
-    from tasks.llm import PROMPT_VERSION
+    from tasks.llm import prompt_version
 
     return StagePlan("describe", DESCRIBE_VERSION, {
         "backend": "llm",
         "model": _llm_model(params),
-        "prompt_version": PROMPT_VERSION,
+        "prompt_version": prompt_version(_prompt_style(params)),
         "dataset": params.dataset,
         "classes": dataset_classes(params.dataset),
     })
@@ -62,11 +67,11 @@ def _llm_settings(params: DescribeParams) -> Iterator["LLMSettings"]:  # noqa: F
         from tasks.llm_server import local_llm_server
 
         with local_llm_server() as settings:
-            yield settings.model_copy(update={"concurrency": params.concurrency})
+            yield settings.model_copy(update={"concurrency": params.concurrency, "prompt": _prompt_style(params)})
         return
     base_url = OPENAI_BASE_URL if params.llm == "openai" else params.llm
     yield LLMSettings(base_url=base_url, model=_llm_model(params), api_key_env=params.api_key_env,
-                      concurrency=params.concurrency)
+                      concurrency=params.concurrency, prompt=_prompt_style(params))
 
 
 def run_describe(plan: StagePlan, params: DescribeParams, store: ArtifactStore) -> Path:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.llm import MAX_PROPERTY_CHARS, LLMSettings, describe_classes
+from tasks.llm import ASPECTS, EXAMPLES, MAX_PROPERTY_CHARS, LLMSettings, describe_classes
 from tasks.llm_server import LLMServerError, free_port, local_llm_server, serve, server_command
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,28 @@ def test_gemma_describes_classes_and_the_second_run_is_cached(gemma: LLMSettings
     again = describe_classes(classes, gemma, tmp_path)
     assert (again.calls_made, again.cached) == (0, 3)
     assert again.descriptions == report.descriptions
+
+
+@needs_llama_cpp
+def test_gemma_answers_the_aspects_prompt_once_per_aspect_and_each_answer_is_cached(
+    gemma: LLMSettings, tmp_path: Path
+) -> None:
+    classes = ["car", "sky"]
+    settings = gemma.model_copy(update={"prompt": "aspects"})
+    report = describe_classes(classes, settings, tmp_path)
+    assert report.calls_made == len(classes) * len(ASPECTS)
+    example_lines = {line.casefold() for lines in EXAMPLES.values() for line in lines}
+    for name in classes:
+        properties = report.descriptions[name]
+        assert properties and all(0 < len(p) <= MAX_PROPERTY_CHARS for p in properties), report.raw_replies[name]
+        assert not {p.casefold() for p in properties} & example_lines
+        assert not any(re.search(rf"\b{name}\b", p, re.IGNORECASE) for p in properties), properties
+        assert all(f"[{aspect}]" in report.raw_replies[name] for aspect in ASPECTS)
+
+    again = describe_classes(classes, settings, tmp_path)
+    assert (again.calls_made, again.cached) == (0, 2) and again.descriptions == report.descriptions
+    few_shot = describe_classes(["car"], gemma, tmp_path)
+    assert few_shot.calls_made >= 1, "the few-shot prompt's answers are cached apart from the aspects'"
 
 
 @needs_llama_cpp
