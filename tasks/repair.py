@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.llm import SYSTEM_MESSAGE, parse_properties
+from tasks.llm import SYSTEM_MESSAGE, parse_aspect_reply, parse_properties
 
 # Bump when the repair prompt or its parser changes what an answer is (part of its cache key).
 REPAIR_PROMPT_VERSION = "prolab-repair-v1"
@@ -89,8 +89,14 @@ def pairs_to_repair(multi_hot: np.ndarray, classes: Sequence[str], params: Repai
 # ------------------------------------------------------------------------ prompt and parser
 
 
+def repair_prompt(target: str, other: str) -> str:
+    """For base models (the ``aspects`` prompt style, e.g. the embedded Gemma): the start of a
+    list, completed as plain text, of what tells a ``target`` from an ``other``."""
+    return f"How to tell a {target} from a {other}: a {target}\n-"
+
+
 def build_repair_messages(target: str, other: str) -> list[dict[str, str]]:
-    """The chat messages asking what a ``target`` looks like that an ``other`` does not."""
+    """For chat models: the messages asking what a ``target`` looks like that an ``other`` does not."""
     question = (
         f"What does a {target} look like that a {other} does not? "
         f'Answer with 3 to {MAX_REPAIR_PROPERTIES} short lines, each starting with "- ", '
@@ -100,15 +106,17 @@ def build_repair_messages(target: str, other: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": question}]
 
 
-def parse_repair_reply(reply: str, target: str, other: str) -> list[str]:
+def parse_repair_reply(reply: str, target: str, other: str, completion: bool = False) -> list[str]:
     """The properties of ``target`` in a repair answer.
 
-    The reply's list items (as ``tasks.llm.parse_properties`` reads them), less the lines
-    that name ``other``: "unlike a sidewalk, ..." describes the contrast, and its embedding
-    would pull ``target`` towards the very class it must be told from.
+    The reply's list items (as ``tasks.llm.parse_properties`` reads a chat reply, or
+    ``parse_aspect_reply`` the completion of ``repair_prompt``), less the lines that name
+    ``other``: "unlike a sidewalk, ..." describes the contrast, and its embedding would pull
+    ``target`` towards the very class it must be told from.
     """
     names_other = re.compile(rf"\b{re.escape(other.lower())}s?\b")
-    kept = [line for line in parse_properties(reply) if not names_other.search(line.lower())]
+    lines = parse_aspect_reply(reply, target, MAX_REPAIR_PROPERTIES * 2) if completion else parse_properties(reply)
+    kept = [line for line in lines if not names_other.search(line.lower())]
     return kept[:MAX_REPAIR_PROPERTIES]
 
 

@@ -14,6 +14,7 @@ from tasks.repair import (
     pairs_to_repair,
     parse_repair_reply,
     repair_label_space,
+    repair_prompt,
 )
 
 CLASSES = ["sky", "sidewalk", "road", "car"]
@@ -125,3 +126,9 @@ def test_the_loop_runs_at_most_the_rounds_asked() -> None:
     loop = _Loop({("sky", "sidewalk"): ["blue"]})  # one new property: Hamming 1, still near
     result = repair_label_space(START, loop.ask, loop.verify, loop.cluster, RepairParams(rounds=0))
     assert result.rounds == [] and loop.asked == [] and len(result.remaining) == 1
+
+
+def test_the_completion_repair_prompt_starts_a_list_about_the_target() -> None:
+    assert repair_prompt("sky", "sidewalk") == "How to tell a sky from a sidewalk: a sky\n-"
+    reply = " The sky is blue. Bright.\n- a sidewalk is grey\n- has clouds\n"
+    assert parse_repair_reply(reply, "sky", "sidewalk", completion=True) == ["it is blue", "has clouds"]
