@@ -123,3 +123,12 @@ def test_deleted_or_damaged_artifact_is_recomputed(store: ArtifactStore, monkeyp
     assert again == first
     assert store.verify() == {}
     assert load_label_space(again["cluster"]).num_properties == 8
+
+
+def test_the_embedded_model_is_asked_with_the_aspects_prompt_and_chat_backends_with_the_few_shot_one() -> None:
+    from tasks.llm import ASPECTS_PROMPT_VERSION, PROMPT_VERSION
+
+    local = plan_describe(DescribeParams(dataset="demo", llm="local"))
+    hosted = plan_describe(DescribeParams(dataset="demo", llm="http://127.0.0.1:8000/v1", model="m"))
+    assert local.params["prompt_version"] == ASPECTS_PROMPT_VERSION
+    assert hosted.params["prompt_version"] == PROMPT_VERSION
