@@ -17,10 +17,21 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
-from tasks.llm import ASPECTS, EXAMPLES, MAX_PROPERTY_CHARS, LLMSettings, describe_classes
+from tasks.llm import (
+    ASPECT_MAX_TOKENS,
+    ASPECT_STOP,
+    ASPECTS,
+    EXAMPLES,
+    LOCAL_DUMMY_KEY,
+    MAX_PROPERTY_CHARS,
+    LLMSettings,
+    describe_classes,
+)
 from tasks.llm_server import LLMServerError, free_port, local_llm_server, serve, server_command
+from tasks.repair import parse_repair_reply, repair_prompt
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +90,16 @@ def test_gemma_answers_the_aspects_prompt_once_per_aspect_and_each_answer_is_cac
     assert (again.calls_made, again.cached) == (0, 2) and again.descriptions == report.descriptions
     few_shot = describe_classes(["car"], gemma, tmp_path)
     assert few_shot.calls_made >= 1, "the few-shot prompt's answers are cached apart from the aspects'"
+
+
+@needs_llama_cpp
+def test_gemma_completes_the_repair_prompt_with_lines_about_the_target_only(gemma: LLMSettings) -> None:
+    client = openai.OpenAI(base_url=gemma.base_url, api_key=LOCAL_DUMMY_KEY)
+    reply = client.completions.create(model=gemma.model, prompt=repair_prompt("sky", "sidewalk"), temperature=0,
+                                      max_tokens=ASPECT_MAX_TOKENS, stop=ASPECT_STOP).choices[0].text
+    lines = parse_repair_reply(reply, "sky", "sidewalk", completion=True)
+    assert lines, reply
+    assert not any(re.search(r"\b(?:sky|sidewalk)s?\b", line, re.IGNORECASE) for line in lines), lines
 
 
 @needs_llama_cpp
