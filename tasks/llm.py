@@ -6,7 +6,9 @@ OpenAI-compatible backend. The embedded Gemma-3-270M is a base (not instruction-
 model: in a chat it repeats the question, and given worked examples it copies their lines
 into other classes. It is asked with the ``aspects`` prompt instead: one plain text
 completion per aspect (colours, material, parts, what a photo of it shows), each the start
-of a list with nothing to copy ("Parts of a car:\n-"), the answers merged. Any OpenAI-compatible endpoint serves
+of a list with nothing to copy ("Parts of a car:\n-"), the answers merged.
+
+Any OpenAI-compatible endpoint serves
 (OpenAI, vLLM serving Llama-2-chat, a llama.cpp server): the ``openai`` client is pointed at
 it by base URL and model name. Transport faults (429 honouring Retry-After, 5xx, timeouts,
 refused connections) are retried by that client; a reply that yields no property is asked
@@ -157,8 +159,9 @@ class LLMSettings(pydantic.BaseModel):
     """Which endpoint and model describe the classes, how to ask them, and how hard to try.
 
     ``prompt`` is ``few-shot`` (method.md; chat models) or ``aspects`` (base models such as
-    the embedded Gemma; plain completions). ``api_key_env`` names the environment variable holding the key (the key itself never
-    enters settings, manifests or logs); ``None`` sends a dummy key, for local servers.
+    the embedded Gemma; plain completions). ``api_key_env`` names the environment variable
+    holding the key (the key itself never enters settings, manifests or logs); ``None``
+    sends a dummy key, for local servers.
     """
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
@@ -324,11 +327,12 @@ def parse_aspect_reply(reply: str, category: str, limit: int = MAX_ASPECT_PROPER
     """The properties in the completion of an aspect prompt (which ends with the first "-").
 
     List items as ``parse_properties`` reads them (HTML tags dropped), each cut at its first
-    sentence end (a base model rambles on), with the class's name replaced by "it": "the sky is blue" is a
-    property ("it is blue"), the class name is not, and would pull every line of the class
-    towards its name. At most ``limit``, and none that is only "it".
+    sentence end (a base model rambles on), with the class's name replaced by "it": "the sky
+    is blue" is a property ("it is blue"), the class name is not, and would pull every line
+    of the class towards its name. At most ``limit``, and none that is only "it".
     """
-    forms = [category, category + "s", category + "es"] + ([category[:-1] + "ies"] if category.endswith("y") else [])
+    forms = [category, category + "s", category + "es"]
+    forms += [category[:-1] + "ies"] if category.endswith("y") else []
     name = "(?:" + "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)) + ")"
     article_and_name = re.compile(rf"\b(?:the|a|an)\s+{name}\b", re.IGNORECASE)
     bare_name = re.compile(rf"\b{name}\b", re.IGNORECASE)
@@ -514,7 +518,7 @@ def _check_classes(classes: list[str]) -> None:
         seen.add(name)
 
 
-def _questions(category: str, settings: LLMSettings) -> list[str | None]:
+def _questions(settings: LLMSettings) -> list[str | None]:
     """The aspects asked about a class: ``[None]`` (one few-shot question) or every aspect."""
     return [None] if settings.prompt == "few-shot" else list(ASPECTS)
 
@@ -559,7 +563,7 @@ def describe_classes(
     pending: list[tuple[str, str | None]] = []
     for name in classes:
         cached = True
-        for aspect in _questions(name, settings):
+        for aspect in _questions(settings):
             identity = cache_identity(name, settings, aspect)
             entry = _read_cache(_cache_path(cache_dir, identity), identity)
             if entry is None:
@@ -582,7 +586,8 @@ def describe_classes(
             max_retries=settings.max_retries,
         )
         with client, ThreadPoolExecutor(settings.concurrency, thread_name_prefix="describe") as pool:
-            futures = {pool.submit(_ask, client, name, settings, aspect): (name, aspect) for name, aspect in pending}
+            futures = {pool.submit(_ask, client, name, settings, aspect): (name, aspect)
+                       for name, aspect in pending}
             unreachable = ""
             for future in as_completed(futures):
                 name, aspect = futures[future]
@@ -615,14 +620,14 @@ def describe_classes(
                     {"identity": identity, "raw_reply": answer.raw_reply, "properties": answer.properties},
                 )
                 answers[name][aspect] = answer
-                if len(answers[name]) == len(_questions(name, settings)) and name not in reasons:
+                if len(answers[name]) == len(_questions(settings)) and name not in reasons:
                     described.add(name)
                     progress(name, f"{sum(len(a.properties) for a in answers[name].values())} properties")
 
     for name in classes:
         if name in reasons or name not in described:
             continue
-        ordered = {aspect: answers[name][aspect] for aspect in _questions(name, settings)}
+        ordered = {aspect: answers[name][aspect] for aspect in _questions(settings)}
         report.descriptions[name], report.raw_replies[name] = _merge(name, ordered)
         if not report.descriptions[name]:
             reasons[name] = f"none of its {len(ordered)} aspect answers yielded a property"

@@ -1,8 +1,9 @@
 """Verify descriptions before they are embedded: flag the lines that do not describe their class.
 
 A small LLM copies lines of its prompt's worked examples into other classes (a car "may
-carry a basket, lights, mudguards or a bell", from the bicycle), describes the wrong class, names the class instead of describing it,
-or repeats itself; each such line becomes a property the class does not have. The rules here
+carry a basket, lights, mudguards or a bell", from the bicycle), describes the wrong class,
+names the class instead of describing it, or repeats itself; each such line becomes a
+property the class does not have. The rules here
 flag them, one reason a line, with the score behind it, so that nothing is dropped silently:
 
 - ``copied``: equal or near-equal (embedding cosine) to a line of another category's worked
@@ -144,7 +145,8 @@ def verify_descriptions(
             if others:
                 similarities = example_similarity[row, others]
                 best = others[int(np.argmax(similarities))]
-                best_score = 1.0 if _same_text(text, example_lines[best][1]) else float(example_similarity[row, best])
+                equal = _same_text(text, example_lines[best][1])
+                best_score = 1.0 if equal else float(example_similarity[row, best])
                 if best_score >= params.copied_cosine:
                     reason, score, points_to = "copied", best_score, example_lines[best][0]
         if reason is None and params.class_name_cosine is not None:
