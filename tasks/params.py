@@ -29,6 +29,9 @@ class DescribeParams(StrictModel):
     model: str | None = Field(None, description="model name at the endpoint (default: the backend's own)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     concurrency: int = Field(4, ge=1, le=64, description="LLM calls in flight at once")
+    prompt: Literal["few-shot", "aspects"] | None = Field(
+        None, description="how the LLM is asked: 'few-shot' (method.md's prompt, for chat models) or 'aspects' "
+                          "(one list completion per aspect, for base models; the embedded model's default)")
 
     @model_validator(mode="before")
     @classmethod

@@ -85,3 +85,17 @@ def test_deleted_or_damaged_artifact_is_recomputed(store: ArtifactStore, monkeyp
     assert again == first
     assert store.verify() == {}
     assert load_label_space(again["cluster"]).num_properties == 8
+
+
+def test_the_embedded_model_is_asked_with_the_aspects_prompt_and_chat_backends_with_the_few_shot_one() -> None:
+    from tasks.label_space import describe
+    from tasks.label_space.llm import ASPECTS_PROMPT_VERSION, PROMPT_VERSION
+    from tasks.params import DescribeParams, EndToEndParams, LabelSpaceParams
+
+    def plan(**settings: str) -> str:
+        params = EndToEndParams(label_space=LabelSpaceParams(describe=DescribeParams(dataset="demo", **settings)))
+        return describe.plan(params, {}).params["prompt_version"]
+
+    assert plan(llm="local") == ASPECTS_PROMPT_VERSION
+    assert plan(llm="http://127.0.0.1:8000/v1", model="m") == PROMPT_VERSION
+    assert plan(llm="local", prompt="few-shot") == PROMPT_VERSION, "the prompt named wins"
