@@ -83,27 +83,25 @@ def example_like_share(descriptions: dict[str, list[str]], cache: Path, cosine: 
 
 
 def figures(descriptions: dict[str, list[str]], k: int, cache: Path) -> dict:
-    from tasks.label_space.repair import nearest_classes, pair_table
+    from tasks.label_space.quality import quality_report
 
     classes = list(descriptions)
     multi_hot = multi_hot_of(descriptions, k, cache)
-    pairs = pair_table(multi_hot, classes)
-    closest = pairs.sort_values(["cosine", "hamming"], ascending=[False, True]).iloc[0]
+    quality = quality_report(classes, multi_hot, multi_hot.sum(axis=0))
+    closest = quality["closest_pair"]
     owned = multi_hot[:, multi_hot.sum(axis=0) == 1].sum(axis=1)
     return {
         "lines": sum(map(len, descriptions.values())),
         "attributed": attributed_share(descriptions, cache),
         "example_like": example_like_share(descriptions, cache),
-        "collisions": int((pairs["hamming"] == 0).sum()),
-        "closest": f"{closest['a']}/{closest['b']} cos {closest['cosine']:.2f} ham {closest['hamming']}",
-        "max_cosine": float(pairs["cosine"].max()),
-        "min_hamming": int(pairs["hamming"].min()),
-        "subsets": [f"{a}<{b}" if ab else f"{b}<{a}"
-                    for a, b, ab, ba in zip(pairs["a"], pairs["b"], pairs["a_subset_of_b"], pairs["b_subset_of_a"])
-                    if ab or ba],
+        "collisions": len(quality["collisions"]),
+        "closest": f"{'/'.join(closest['classes'])} cos {closest['cosine']:.2f} ham {closest['hamming']}",
+        "max_cosine": closest["cosine"],
+        "min_hamming": quality["min_hamming"],
+        "subsets": [f"{a}<{b}" for a, b in quality["subsets"]],
         "no_own_property": [name for name, n in zip(classes, owned) if n == 0],
-        "nearest": {row["class"]: f"{row['nearest']} ({row['cosine']:.2f}, {row['hamming']})"
-                    for _, row in nearest_classes(multi_hot, classes).iterrows()},
+        "nearest": {name: f"{near['class']} ({near['cosine']:.2f}, {near['hamming']})"
+                    for name, near in quality["nearest"].items()},
     }
 
 
@@ -120,7 +118,8 @@ def main() -> None:
     from tasks.label_space.embed import embed_texts
     from tasks.label_space.llm import EXAMPLES
     from tasks.store import default_root
-    from tasks.label_space.verify import VerifyParams, flagged_counts, kept_descriptions, verify_descriptions
+    from tasks.label_space.verify import flagged_counts, kept_descriptions, verify_descriptions
+    from tasks.params import VerifyParams
 
     cache = Path(default_root()) / ".cache"
     out = Path(os.environ.get("PROLAB_BENCH_OUT") or tempfile.mkdtemp(prefix="prolab-label-space-quality-"))
@@ -147,7 +146,7 @@ def main() -> None:
             written = load()
             table = verify_descriptions(written, embed, params, examples=EXAMPLES)
             for verified in (False, True):
-                descriptions = kept_descriptions(table) if verified else written
+                descriptions = kept_descriptions(table)[0] if verified else written
                 condition = source + ("_verified" if verified else "")
                 (out / f"{dataset}_{condition}.json").write_text(json.dumps(descriptions, indent=1))
                 result = figures(descriptions, K[dataset], cache / "embeddings")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from flows.options import add_model_options, model_from_args
+from flows.options import add_model_options, describe_errors, model_from_args
 from tasks.errors import UserError
 
 if TYPE_CHECKING:
@@ -89,13 +89,16 @@ def cmd_label_space(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     from tasks.params import EndToEndParams
-    from tasks.registry import LABEL_SPACE_STAGES, plan_stages
+    from tasks.registry import LABEL_SPACE_STAGES, plan_stages, stage
     from tasks.stage import explain
 
     store = _store(args)
     stale = False
     for name, plan in plan_stages(EndToEndParams(label_space=_label_space_params(args)), LABEL_SPACE_STAGES).items():
         fresh, why = explain(store, plan)
+        if fresh:
+            note = stage(name).status_note(store.path(name, plan.key))
+            why += f" ({note})" if note else ""
         print(f"{name:10s} {plan.key}  {why}")
         stale |= not fresh
     if stale:
@@ -337,15 +340,6 @@ def _is_expected(error: BaseException) -> bool:
     return isinstance(error, (ProLabError, FileNotFoundError, NotADirectoryError, PermissionError))
 
 
-def _format_validation(error: ValidationError) -> str:
-    """Name each bad value by its command-line option."""
-    lines = []
-    for item in error.errors():
-        where = f"--{str(item['loc'][-1]).replace('_', '-')}" if item["loc"] else "options"
-        lines.append(f"{where}: {item['msg']}")
-    return "; ".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -357,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _connect(args)
         run(args)
     except ValidationError as error:
-        print(f"prolab: error: {_format_validation(error)}", file=sys.stderr)
+        from tasks.registry import STAGES
+
+        print(f"prolab: error: {describe_errors(error, [stage.params for stage in STAGES])}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:
         if not _is_expected(error):

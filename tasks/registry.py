@@ -29,7 +29,9 @@ from tasks.params import (
     EmbedParams,
     EndToEndParams,
     EvaluateParams,
+    RepairParams,
     TrainParams,
+    VerifyParams,
 )
 from tasks.stage import StagePlan, input_ref
 from tasks.store import ArtifactStore
@@ -58,13 +60,21 @@ class Stage:
             store: ArtifactStore) -> Path:
         return self.module.run(plan, params, inputs, store)
 
+    def status_note(self, directory: Path) -> str:
+        """What ``prolab status`` adds about an up-to-date artifact: the module's
+        ``status_note(directory)`` where it has one (repair: the pairs it repaired)."""
+        note = getattr(self.module, "status_note", None)
+        return note(directory) if note is not None else ""
+
 
 STAGES: tuple[Stage, ...] = (
     Stage("describe", "tasks.label_space.describe", {}, DescribeParams, retries=1, retry_delay_seconds=5),
-    Stage("embed", "tasks.label_space.embed", {"descriptions": "describe"}, EmbedParams),
+    Stage("verify", "tasks.label_space.verify", {"descriptions": "describe"}, VerifyParams),
+    Stage("embed", "tasks.label_space.embed", {"descriptions": "verify"}, EmbedParams),
     Stage("cluster", "tasks.label_space.cluster", {"embeddings": "embed"}, ClusterParams),
-    Stage("train", "tasks.model.train", {"label_space": "cluster"}, TrainParams),
-    Stage("evaluate", "tasks.model.evaluate", {"run": "train", "label_space": "cluster"}, EvaluateParams),
+    Stage("repair", "tasks.label_space.repair", {"label_space": "cluster", "verification": "verify"}, RepairParams),
+    Stage("train", "tasks.model.train", {"label_space": "repair"}, TrainParams),
+    Stage("evaluate", "tasks.model.evaluate", {"run": "train", "label_space": "repair"}, EvaluateParams),
 )
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
 # The label-space flow's stages (parameters: ``LabelSpaceParams``); the last one's artifact is

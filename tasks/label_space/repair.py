@@ -1,89 +1,55 @@
-"""Repair a label space: find classes it can hardly tell apart, and ask what separates them.
+"""The repair stage: find classes the label space can hardly tell apart, and ask what separates them.
 
-Two classes whose property sets are identical (a collision) or nearly so give the model
-almost the same target; ProLab only reported them. Repair asks the LLM, per ordered pair
-(A, B), what a A looks like that a B does not, verifies the answers like any description,
-adds them to A and clusters again, for at most a few rounds.
-
-The pieces are plain functions: the pairs to repair and the pairwise figures the quality
-report shows (from the class x property multi-hot), the repair prompt and its parser, and
-the loop itself, which takes the LLM, verification and clustering as callables.
+Two classes whose property sets are identical (a collision) or nearly so (multi-hot cosine
+at least ``min_cosine``, or at most ``max_hamming`` properties apart) give the model almost
+the same target; ProLab only reported them. Repair asks the LLM, per ordered pair (A, B), what
+an A looks like that a B does not, verifies the answers like any description (a garbage
+answer is dropped, not added), adds them to A and clusters again, for at most a few rounds,
+stopping when no pair is left. Answers are cached per (model, prompt, ordered pair), so a
+rerun asks nothing. The stage's artifact is the label space the model stages read, with its
+quality report and what each round asked and added.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import logging
 import re
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.label_space.llm import SYSTEM_MESSAGE, parse_aspect_reply, parse_properties
+from prolab_models.label_space import CLASS_PROPERTIES, META, property_column
+from tasks.files import MANIFEST, atomic_write, sha256_json
+from tasks.label_space.llm import (
+    ASPECT_MAX_TOKENS,
+    ASPECT_STOP,
+    SYSTEM_MESSAGE,
+    LLMSettings,
+    parse_aspect_reply,
+    parse_properties,
+    resolve_api_key,
+)
+from tasks.label_space.quality import near_colliding_pairs, quality_markdown, quality_report
+from tasks.params import EndToEndParams
+from tasks.reports import Report, read_json
+from tasks.stage import StagePlan, materialize
+from tasks.store import ArtifactStore
 
+log = logging.getLogger(__name__)
+
+VERSION = "1"
 # Bump when the repair prompt or its parser changes what an answer is (part of its cache key).
 REPAIR_PROMPT_VERSION = "prolab-repair-v1"
 MAX_REPAIR_PROPERTIES = 6
-
-
-class RepairParams(BaseModel):
-    """When a pair of classes is repaired, and for how many rounds."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_cosine: float = Field(0.8, ge=0, le=1,
-                              description="repair a pair whose multi-hot rows have at least this cosine")
-    max_hamming: int = Field(1, ge=0, description="... or differ in at most this many properties")
-    rounds: int = Field(2, ge=0, description="ask, verify and re-cluster at most this many times")
-
-
-# ------------------------------------------------------------------------ pairwise figures
-
-
-def pair_table(multi_hot: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
-    """Every unordered pair of classes: ``a, b, cosine, hamming, a_subset_of_b, b_subset_of_a``.
-
-    The cosine of two multi-hot rows is what the model's class logits compare; two empty rows
-    count as identical (cosine 1). A subset pair (every property of ``a`` is one of ``b``'s)
-    leaves ``a`` with nothing of its own to be recognised by.
-    """
-    rows = np.asarray(multi_hot, dtype=bool)
-    if rows.ndim != 2 or rows.shape[0] != len(classes):
-        raise ValueError(f"multi-hot of shape {rows.shape} does not match {len(classes)} classes")
-    counts = rows.sum(axis=1).astype(np.float64)
-    shared = rows.astype(np.float64) @ rows.T.astype(np.float64)
-    records = []
-    for i in range(len(classes)):
-        for j in range(i + 1, len(classes)):
-            denominator = np.sqrt(counts[i] * counts[j])
-            cosine = shared[i, j] / denominator if denominator else float(counts[i] == counts[j])
-            records.append({
-                "a": classes[i], "b": classes[j], "cosine": float(cosine),
-                "hamming": int((rows[i] != rows[j]).sum()),
-                "a_subset_of_b": bool(counts[i] and shared[i, j] == counts[i]),
-                "b_subset_of_a": bool(counts[j] and shared[i, j] == counts[j]),
-            })
-    return pd.DataFrame.from_records(records, columns=["a", "b", "cosine", "hamming", "a_subset_of_b",
-                                                       "b_subset_of_a"])
-
-
-def nearest_classes(multi_hot: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
-    """For every class, the class it is closest to: highest cosine, then lowest Hamming distance."""
-    pairs = pair_table(multi_hot, classes)
-    both = pd.concat([pairs[["a", "b", "cosine", "hamming"]],
-                      pairs.rename(columns={"a": "b", "b": "a"})[["a", "b", "cosine", "hamming"]]])
-    both = both.sort_values(["cosine", "hamming"], ascending=[False, True], kind="stable")
-    nearest = both.groupby("a", sort=False).head(1).set_index("a").reindex(list(classes))
-    return nearest.reset_index().rename(columns={"a": "class", "b": "nearest"})
-
-
-def pairs_to_repair(multi_hot: np.ndarray, classes: Sequence[str], params: RepairParams = RepairParams()
-                    ) -> pd.DataFrame:
-    """The pairs whose property sets are identical or nearly so (cosine or Hamming distance)."""
-    pairs = pair_table(multi_hot, classes)
-    near = (pairs["cosine"] >= params.min_cosine) | (pairs["hamming"] <= params.max_hamming)
-    return pairs[near].reset_index(drop=True)
+REPORT = "repair_report.json"
+TABLE = "repair.parquet"
 
 
 # ------------------------------------------------------------------------ prompt and parser
@@ -127,7 +93,7 @@ def parse_repair_reply(reply: str, target: str, other: str, completion: bool = F
 class RepairRound:
     """One round: the pairs that triggered it, the lines asked for and those verification kept."""
 
-    pairs: pd.DataFrame
+    pairs: list[tuple[str, str]]
     answers: dict[tuple[str, str], list[str]]
     added: dict[str, list[str]]
 
@@ -137,7 +103,7 @@ class RepairResult:
     descriptions: dict[str, list[str]]
     multi_hot: np.ndarray
     rounds: list[RepairRound] = field(default_factory=list)
-    remaining: pd.DataFrame = field(default_factory=pd.DataFrame)
+    remaining: list[tuple[str, str]] = field(default_factory=list)
 
 
 AskFn = Callable[[str, str], list[str]]
@@ -145,31 +111,37 @@ VerifyFn = Callable[[dict[str, list[str]]], dict[str, list[str]]]
 ClusterFn = Callable[[dict[str, list[str]]], np.ndarray]
 
 
+def near_pairs(multi_hot: np.ndarray, classes: Sequence[str], min_cosine: float, max_hamming: int
+               ) -> list[tuple[str, str]]:
+    return [(classes[i], classes[j]) for i, j in near_colliding_pairs(multi_hot, min_cosine, max_hamming)]
+
+
 def repair_label_space(
     descriptions: Mapping[str, Sequence[str]],
     ask: AskFn,
     verify: VerifyFn,
     cluster: ClusterFn,
-    params: RepairParams = RepairParams(),
+    rounds: int = 2,
+    min_cosine: float = 0.8,
+    max_hamming: int = 1,
 ) -> RepairResult:
-    """Ask, verify, add, re-cluster until no pair is near or ``params.rounds`` rounds are done.
+    """Ask, verify, add, re-cluster until no pair is near or ``rounds`` rounds are done.
 
-    ``ask(a, b)`` returns the properties of ``a`` that tell it from ``b`` (cached by the
-    caller per ordered pair and model); ``verify`` takes the descriptions with the answers
-    added and returns what it keeps; ``cluster`` returns the multi-hot (classes in the
-    order of ``descriptions``). Lines a class already has are not added twice; a round that
-    adds nothing ends the loop (the next would get the same answers).
+    ``ask(a, b)`` returns the properties of ``a`` that tell it from ``b``; ``verify`` takes the
+    descriptions with the answers added and returns what it keeps; ``cluster`` returns the
+    multi-hot (classes in the order of ``descriptions``). Lines a class already has are not
+    added twice; a round that adds nothing ends the loop (the next would get the same answers).
     """
     classes = list(descriptions)
     current = {name: list(texts) for name, texts in descriptions.items()}
     multi_hot = cluster(current)
     result = RepairResult(current, multi_hot)
-    pairs = pairs_to_repair(multi_hot, classes, params)
-    for _ in range(params.rounds):
-        if pairs.empty:
+    pairs = near_pairs(multi_hot, classes, min_cosine, max_hamming)
+    for _ in range(rounds):
+        if not pairs:
             break
         answers: dict[tuple[str, str], list[str]] = {}
-        for a, b in zip(pairs["a"], pairs["b"]):
+        for a, b in pairs:
             answers[(a, b)] = ask(a, b)
             answers[(b, a)] = ask(b, a)
         proposed = {name: list(texts) for name, texts in current.items()}
@@ -187,6 +159,216 @@ def repair_label_space(
             break  # another round would ask the same questions and get the same (cached) answers
         current = {name: list(verified[name]) for name in classes}
         multi_hot = cluster(current)
-        pairs = pairs_to_repair(multi_hot, classes, params)
+        pairs = near_pairs(multi_hot, classes, min_cosine, max_hamming)
     result.descriptions, result.multi_hot, result.remaining = current, multi_hot, pairs
     return result
+
+
+# ------------------------------------------------------------------------ asking, cached
+
+
+class CachedAsker:
+    """``ask(a, b)`` for the loop: an answer per (model, prompt, ordered pair) from the cache, or
+    from the LLM, whose server (for the embedded model) starts at the first question not cached."""
+
+    def __init__(self, connect: Callable[[], contextlib.AbstractContextManager[LLMSettings]], model: str,
+                 style: str, cache_dir: Path) -> None:
+        self.connect, self.model, self.style, self.cache_dir = connect, model, style, cache_dir
+        self.requests = 0
+        self._stack = contextlib.ExitStack()
+        self._client = None
+        self._settings: LLMSettings | None = None
+
+    def __enter__(self) -> CachedAsker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def identity(self, target: str, other: str) -> dict:
+        return {"prompt_version": REPAIR_PROMPT_VERSION, "style": self.style, "model": self.model,
+                "target": target, "other": other}
+
+    def __call__(self, target: str, other: str) -> list[str]:
+        identity = self.identity(target, other)
+        path = self.cache_dir / f"{sha256_json(identity)[:32]}.json"
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            entry = json.loads(path.read_text())
+            if entry["identity"] == identity:
+                return parse_repair_reply(entry["raw_reply"], target, other, completion=self.style == "aspects")
+        reply = self._ask(target, other)
+        self.requests += 1
+        atomic_write(path, json.dumps({"identity": identity, "raw_reply": reply}, ensure_ascii=False, indent=1))
+        return parse_repair_reply(reply, target, other, completion=self.style == "aspects")
+
+    def _ask(self, target: str, other: str) -> str:
+        import openai
+
+        if self._client is None:
+            self._settings = self._stack.enter_context(self.connect())
+            self._client = self._stack.enter_context(openai.OpenAI(
+                base_url=self._settings.base_url, api_key=resolve_api_key(self._settings),
+                timeout=self._settings.timeout_s, max_retries=self._settings.max_retries))
+        settings = self._settings
+        if self.style == "aspects":  # a base model completes the start of a list
+            completion = self._client.completions.create(
+                model=settings.model, prompt=repair_prompt(target, other), temperature=settings.temperature,
+                max_tokens=ASPECT_MAX_TOKENS, stop=ASPECT_STOP)
+            return completion.choices[0].text or ""
+        completion = self._client.chat.completions.create(
+            model=settings.model, messages=build_repair_messages(target, other),  # type: ignore[arg-type]
+            temperature=settings.temperature, max_tokens=settings.max_tokens)
+        return completion.choices[0].message.content or ""
+
+
+# ------------------------------------------------------------------------ the stage
+
+
+def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
+    """Off (0 rounds): the clustered label space passes through. On: the key holds the rounds,
+    the pair thresholds, the LLM asked and how, and what verification and clustering add."""
+    from tasks.label_space.describe import llm_model, prompt_style
+
+    label_space = params.label_space
+    settings: dict = {"rounds": label_space.repair_rounds, "min_cosine": label_space.repair.min_cosine,
+                      "max_hamming": label_space.repair.max_hamming}
+    if label_space.repair_rounds:
+        describe = label_space.describe
+        settings.update(llm=describe.llm, model=llm_model(describe), prompt=prompt_style(describe),
+                        prompt_version=REPAIR_PROMPT_VERSION, verify=label_space.verify.model_dump(),
+                        embedder=label_space.embed.embedder, k=label_space.cluster.k, seed=label_space.cluster.seed)
+    return StagePlan("repair", VERSION, settings,
+                     {"label_space": inputs["label_space"], "verification": inputs["verification"]})
+
+
+def _class_descriptions(label_space: Path) -> dict[str, list[str]]:
+    table = pd.read_parquet(label_space / "descriptions.parquet").sort_values(["class_index", "description_index"])
+    classes = json.loads((label_space / META).read_text())["classes"]
+    grouped = {name: list(rows["text"]) for name, rows in table.groupby("class_name", sort=False)}
+    return {name: grouped.get(name, []) for name in classes}
+
+
+def _dropped(verification: Path) -> dict[str, int]:
+    from tasks.label_space.verify import TABLE as VERIFY_TABLE
+
+    table = pd.read_parquet(verification / VERIFY_TABLE)
+    return {str(reason): int(n) for reason, n in table.loc[~table["kept"], "reason"].value_counts().items()}
+
+
+def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:
+    """The repaired label space (the format of ``prolab_models.label_space``), its quality report
+    with the descriptions verification dropped, and ``repair.parquet``: per round, each pair
+    asked, the lines answered and whether they were added."""
+    label_space = params.label_space
+
+    def build(out: Path) -> None:
+        dropped = _dropped(inputs["verification"])
+        if not label_space.repair_rounds:
+            for path in inputs["label_space"].iterdir():
+                if path.is_file() and path.name != MANIFEST:
+                    shutil.copy2(path, out / path.name)
+            matrix = pd.read_parquet(out / CLASS_PROPERTIES).sort_values("class_index")
+            k = json.loads((out / META).read_text())["k"]
+            sizes = np.bincount(pd.read_parquet(out / "descriptions.parquet")["property_id"], minlength=k)
+            _write_quality(out, list(matrix["class_name"]), matrix[[property_column(i) for i in range(k)]].to_numpy(),
+                           sizes, params, dropped)
+            (out / REPORT).write_text(json.dumps({"rounds": 0, "pairs": [], "remaining": []}, indent=2))
+            return
+        _repair(out, params, _class_descriptions(inputs["label_space"]), dropped, store)
+
+    return materialize(store, plan, build)
+
+
+def _write_quality(out: Path, classes: list[str], multi_hot: np.ndarray, sizes: np.ndarray,
+                   params: EndToEndParams, dropped: dict[str, int]) -> dict:
+    repair = params.label_space.repair
+    quality = quality_report(classes, multi_hot, sizes, repair.min_cosine, repair.max_hamming, dropped)
+    (out / "quality.json").write_text(json.dumps(quality, indent=2))
+    (out / "quality.md").write_text(quality_markdown(quality))
+    return quality
+
+
+def _repair(out: Path, params: EndToEndParams, descriptions: dict[str, list[str]], dropped: dict[str, int],
+            store: ArtifactStore) -> None:
+    from functools import partial
+
+    from tasks.label_space.cluster import cluster_embeddings, write_label_space
+    from tasks.label_space.describe import llm_model, llm_settings, prompt_style
+    from tasks.label_space.descriptors import descriptions_table
+    from tasks.label_space.embed import embed_descriptions, embed_texts
+    from tasks.label_space.verify import examples_for, verify_descriptions
+
+    label_space = params.label_space
+    embedder, cache = label_space.embed.embedder, store.root / ".cache" / "embeddings"
+    clusterings = []
+
+    def cluster(current: dict[str, list[str]]) -> np.ndarray:
+        table, _ = embed_descriptions(descriptions_table(current), embedder, cache)
+        clusterings.append(cluster_embeddings(table, label_space.cluster.k, label_space.cluster.seed))
+        matrix = clusterings[-1].class_properties
+        return matrix[[property_column(i) for i in range(label_space.cluster.k)]].to_numpy()
+
+    def verify(proposed: dict[str, list[str]]) -> dict[str, list[str]]:
+        """The lines the class had before repair, and the answers that pass every rule."""
+        table = verify_descriptions(proposed, partial(embed_texts, embedder=embedder, cache_dir=cache),
+                                    label_space.verify, examples_for(params))
+        verdicts = {(row["class"], row["text"]): bool(row["kept"]) for _, row in table.iterrows()}
+        return {name: [t for t in texts if t in descriptions[name] or verdicts[(name, t)]]
+                for name, texts in proposed.items()}
+
+    describe = label_space.describe
+    style = prompt_style(describe)
+    with CachedAsker(lambda: llm_settings(describe), llm_model(describe), style,
+                     store.root / ".cache" / "llm-repair") as ask:
+        result = repair_label_space(descriptions, ask, verify, cluster, label_space.repair_rounds,
+                                    label_space.repair.min_cosine, label_space.repair.max_hamming)
+    final = clusterings[-1]
+    classes = list(final.class_properties["class_name"])
+    quality = _write_quality(out, classes, result.multi_hot, np.asarray(final.quality["cluster_sizes"]["all"]),
+                             params, dropped)
+    write_label_space(out, dataclasses.replace(final, quality=quality), embedder, label_space.cluster.seed)
+    records = [{"round": number, "target": target, "other": other, "line": line,
+                "added": line in round_.added.get(target, [])}
+               for number, round_ in enumerate(result.rounds, start=1)
+               for (target, other), lines in round_.answers.items() for line in lines]
+    pd.DataFrame.from_records(records, columns=["round", "target", "other", "line", "added"]).to_parquet(
+        out / TABLE, index=False)
+    report = {"rounds": label_space.repair_rounds, "rounds_run": len(result.rounds), "llm_requests": ask.requests,
+              "pairs": [[number, a, b] for number, round_ in enumerate(result.rounds, start=1) for a, b in round_.pairs],
+              "added": {name: sum(len(r.added.get(name, [])) for r in result.rounds) for name in classes},
+              "remaining": [list(pair) for pair in result.remaining]}
+    (out / REPORT).write_text(json.dumps(report, indent=2))
+
+
+def run_name(params: EndToEndParams) -> str:
+    rounds = params.label_space.repair_rounds
+    return f"repair, {rounds} rounds at most" if rounds else "repair (off)"
+
+
+def reports(directory: Path) -> list[Report]:
+    """The label space as the cluster stage shows it, and what repair asked and added."""
+    from tasks.label_space.cluster import reports as label_space_reports
+
+    found = label_space_reports(directory)
+    report = read_json(directory / REPORT)
+    if report is not None and report["rounds"]:
+        table = pd.read_parquet(directory / TABLE)
+        rows = [{"round": int(r["round"]), "class": r["target"], "told from": r["other"], "line": r["line"],
+                 "added": bool(r["added"])} for _, r in table.iterrows()]
+        pairs = ", ".join(f"{a}/{b} (round {n})" for n, a, b in report["pairs"]) or "none"
+        left = ", ".join("/".join(pair) for pair in report["remaining"]) or "none"
+        found.append(Report("repair", "table", rows or [{"round": 0, "class": "", "told from": "", "line": "",
+                                                          "added": False}],
+                            f"**repaired pairs:** {pairs}; **still near:** {left}; "
+                            f"LLM requests: {report['llm_requests']}"))
+    return found
+
+
+def status_note(directory: Path) -> str:
+    """What ``prolab status`` adds for a repair that is up to date: the pairs it repaired."""
+    report = read_json(directory / REPORT) or {}
+    if not report.get("rounds"):
+        return "repair off"
+    pairs = ", ".join(f"{a}/{b} (round {n})" for n, a, b in report["pairs"]) or "no near pair"
+    left = ", ".join("/".join(pair) for pair in report["remaining"])
+    return f"repaired {pairs}" + (f"; still near: {left}" if left else "")

@@ -27,11 +27,19 @@ vector cache, in the pipeline).
 from __future__ import annotations
 
 import re
+import json
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.errors import ProLabError
+from tasks.label_space.descriptors import load_descriptions, write_descriptions
+from tasks.params import EndToEndParams, VerifyParams
+from tasks.reports import Report, markdown_table, read_json
+from tasks.stage import StagePlan, materialize
+from tasks.store import ArtifactStore
 
 # Texts in, one row per text out (unit vectors, or vectors that are normalised here).
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
@@ -40,41 +48,8 @@ REASONS = ("copied", "leaks_class_name", "misattributed", "too_long", "near_dupl
 COLUMNS = ["class", "index", "text", "kept", "reason", "score", "points_to", "duplicate_of"]
 
 
-class VerifyParams(BaseModel):
-    """Every rule's threshold; ``None`` turns a rule off.
-
-    Defaults are calibrated on the paper's GPT-3.5 descriptions (all-MiniLM-L6-v2): together
-    they flag 7.9 % of ADE20K's lines, 6.2 % of COCO-Stuff's, 3.9 % of Pascal Context's and
-    3.2 % of Cityscapes' (the goal: at most 10 %; benchmarks/RESULTS.md, "label-space
-    quality"). Without the absolute floor, a margin of 0.05 flags 68 % of ADE20K's lines.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    copied_cosine: float | None = Field(
-        0.9, ge=0, le=1,
-        description="a line at least this close to a worked-example line of another category is copied")
-    class_name_cosine: float | None = Field(
-        0.85, ge=0, le=1,
-        description="a line at least this close to its own class name leaks the name (Label-free CBM: 0.85)")
-    misattributed_margin: float | None = Field(
-        0.15, ge=0, le=2,
-        description="a line this much closer to another class's sentence than to its own is misattributed ...")
-    misattributed_min_cosine: float = Field(
-        0.5, ge=-1, le=1,
-        description="... when it is at least this close to that sentence: a line about the other class, not a "
-                    "generic one ('smooth surface') that many classes' sentences happen to be nearer to")
-    class_sentence: str = Field(
-        "a photo of a {}", description="how a class name is put into a sentence for the misattributed rule")
-    max_chars: int | None = Field(
-        None, ge=1, description="a longer line is too long (off by default; Label-free CBM used 30)")
-    near_duplicate_cosine: float | None = Field(
-        0.9, ge=0, le=1,
-        description="a line at least this close to an earlier kept line of its class is a near-duplicate")
-
-
-class VerifyError(ValueError):
-    """Descriptions that cannot be verified, or a class left with no description."""
+class VerifyError(ProLabError, ValueError):
+    """Descriptions that cannot be verified."""
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -107,8 +82,6 @@ def verify_descriptions(
     """
     if not descriptions:
         raise VerifyError("no classes to verify")
-    if "{}" not in params.class_sentence:
-        raise VerifyError(f"class_sentence {params.class_sentence!r} has no '{{}}' for the class name")
     classes = list(descriptions)
     examples = dict(examples or {})
     example_lines = [(category, line) for category, lines in examples.items() for line in lines]
@@ -181,28 +154,106 @@ def verify_descriptions(
     return table
 
 
-def kept_descriptions(table: pd.DataFrame, keep_flagged: bool = False) -> dict[str, list[str]]:
-    """``{class: [text, ...]}`` of the kept lines (all lines with ``keep_flagged``), classes in order.
-
-    A class whose every line was flagged is an error naming it and its reasons: an empty
-    class would silently leave the label space without it.
-    """
+def kept_descriptions(table: pd.DataFrame, keep_flagged: bool = False) -> tuple[dict[str, list[str]], list[str]]:
+    """``{class: [text, ...]}`` of the kept lines (all lines with ``keep_flagged``), classes in
+    order; and the classes whose every line was flagged, which keep them all: a class without
+    descriptions would have no property, and the model could never predict it."""
     out: dict[str, list[str]] = {}
-    empty: dict[str, str] = {}
+    kept_whole: list[str] = []
     for name, rows in table.groupby("class", sort=False):
         texts = list(rows["text"] if keep_flagged else rows.loc[rows["kept"], "text"])
         if not texts:
-            counts = rows["reason"].value_counts()
-            empty[str(name)] = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+            texts = list(rows["text"])
+            kept_whole.append(str(name))
         out[str(name)] = texts
-    if empty:
-        details = "; ".join(f"{name} ({why})" for name, why in empty.items())
-        raise VerifyError(f"every description was flagged for {len(empty)} class(es): {details}; "
-                          "loosen a threshold or keep the flagged lines")
-    return out
+    return out, kept_whole
 
 
 def flagged_counts(table: pd.DataFrame) -> dict[str, int]:
     """How many lines each rule flagged (every reason listed, zeros included)."""
     counts = table["reason"].value_counts()
     return {reason: int(counts.get(reason, 0)) for reason in REASONS}
+
+
+# --------------------------------------------------------------------------------- the stage
+
+VERSION = "1"
+TABLE = "verification.parquet"
+REPORT = "verify_report.json"
+
+
+def examples_for(params: EndToEndParams) -> dict[str, tuple[str, ...]]:
+    """The worked examples the descriptions may have copied: the few-shot prompt's, when an LLM
+    was asked with it; none for the aspects prompt (it shows none) or a descriptors file."""
+    from tasks.label_space.describe import prompt_style
+    from tasks.label_space.llm import EXAMPLES
+
+    describe = params.label_space.describe
+    return EXAMPLES if describe.source == "llm" and prompt_style(describe) == "few-shot" else {}
+
+
+def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
+    """Off: the descriptions pass through. On: the key holds every threshold, the embedder
+    and the worked examples compared against."""
+    label_space = params.label_space
+    settings: dict = {"enabled": label_space.verifies}
+    if label_space.verifies:
+        settings.update(label_space.verify.model_dump(exclude={"enabled"}), embedder=label_space.embed.embedder,
+                        examples=examples_for(params))
+    return StagePlan("verify", VERSION, settings, {"descriptions": inputs["descriptions"]})
+
+
+def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:
+    """``descriptions.json``/``.parquet`` of the kept lines, and ``verification.parquet`` with
+    every line, kept or flagged, its reason and the score behind it."""
+    from functools import partial
+
+    from tasks.label_space.embed import embed_texts
+
+    label_space = params.label_space
+
+    def build(out: Path) -> None:
+        descriptions = load_descriptions(inputs["descriptions"])
+        if label_space.verifies:
+            embed = partial(embed_texts, embedder=label_space.embed.embedder,
+                            cache_dir=store.root / ".cache" / "embeddings")
+            table = verify_descriptions(descriptions, embed, label_space.verify, examples_for(params))
+            kept, kept_whole = kept_descriptions(table, label_space.verify.keep_flagged)
+        else:
+            table = pd.DataFrame.from_records(
+                [{"class": name, "index": i, "text": text, "kept": True, "reason": None, "score": float("nan"),
+                  "points_to": None, "duplicate_of": None}
+                 for name, texts in descriptions.items() for i, text in enumerate(texts)], columns=COLUMNS)
+            table["duplicate_of"] = table["duplicate_of"].astype("Int64")
+            kept, kept_whole = descriptions, []
+        write_descriptions(out, kept)
+        table.to_parquet(out / TABLE, index=False)
+        report = {"enabled": label_space.verifies, "lines": len(table), "kept": sum(map(len, kept.values())),
+                  "flagged": flagged_counts(table), "kept_whole": kept_whole}
+        (out / REPORT).write_text(json.dumps(report, indent=2))
+
+    return materialize(store, plan, build)
+
+
+def run_name(params: EndToEndParams) -> str:
+    return "verify" if params.label_space.verifies else "verify (off)"
+
+
+def reports(directory: Path) -> list[Report]:
+    """How many lines each rule flagged, and every flagged line with its reason."""
+    report = read_json(directory / REPORT)
+    if report is None:
+        return []
+    if not report["enabled"]:
+        return [Report("verify", "markdown", f"# Verification\n\nOff: all {report['lines']} lines kept.",
+                       "verify stage: off")]
+    table = pd.read_parquet(directory / TABLE)
+    flagged = table[table["reason"].notna()]
+    rows = [{"class": row["class"], "line": row["text"], "reason": row["reason"], "score": round(float(row["score"]), 3),
+             "points to": row["points_to"] or "", "kept": bool(row["kept"])} for _, row in flagged.iterrows()]
+    summary = (f"**{report['lines'] - report['kept']} of {report['lines']} lines dropped**\n\n"
+               + markdown_table({reason: count for reason, count in report["flagged"].items()}))
+    if report["kept_whole"]:
+        summary += f"\n\nEvery line of {', '.join(report['kept_whole'])} was flagged: kept, so the class is not lost."
+    return [Report("verify", "table", rows or [{"class": "", "line": "nothing flagged", "reason": "", "score": 0,
+                                                  "points to": "", "kept": True}], summary)]

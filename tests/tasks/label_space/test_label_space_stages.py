@@ -14,6 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from prolab_models.label_space import load_label_space
 from tasks.label_space import embed as embed_module
+from tasks.registry import LABEL_SPACE_STAGES
 from tasks.store import ArtifactStore
 from tests.helpers.cli import CITYSCAPES, shared_path
 from tests.helpers.label_space_stages import EncodeCounter, build
@@ -71,7 +72,7 @@ def test_unchanged_rerun_encodes_nothing_and_edit_reembeds_one_class(
     descriptors.write_text(json.dumps(data))
     edited = build(descriptors, store)
     assert counter.texts == ["four wheels and a metal body", "painted bright red"]
-    assert all(edited[stage] != first[stage] for stage in ("describe", "embed", "cluster"))
+    assert all(edited[stage] != first[stage] for stage in LABEL_SPACE_STAGES)
     assert load_label_space(edited["cluster"]).multi_hot[13].sum() >= 1
 
 

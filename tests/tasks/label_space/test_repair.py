@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from tasks.label_space.repair import (
     REPAIR_PROMPT_VERSION,
-    RepairParams,
     build_repair_messages,
-    nearest_classes,
-    pair_table,
-    pairs_to_repair,
+    near_pairs,
     parse_repair_reply,
     repair_label_space,
     repair_prompt,
@@ -25,40 +21,10 @@ MULTI_HOT = np.array([[1, 1, 1, 0, 0, 0, 0, 0],   # sky: a subset of sidewalk's
                       [0, 0, 0, 0, 0, 1, 1, 1]])  # car: nothing shared
 
 
-def test_pair_table_has_every_unordered_pair_with_cosine_hamming_and_subsets() -> None:
-    pairs = pair_table(MULTI_HOT, CLASSES).set_index(["a", "b"])
-    assert len(pairs) == 6
-    sky_sidewalk = pairs.loc[("sky", "sidewalk")]
-    assert sky_sidewalk["cosine"] == pytest.approx(3 / np.sqrt(12)) and sky_sidewalk["hamming"] == 1
-    assert sky_sidewalk["a_subset_of_b"] and not sky_sidewalk["b_subset_of_a"]
-    assert pairs.loc[("sidewalk", "road"), "hamming"] == 2
-    assert pairs.loc[("sky", "car"), "cosine"] == 0.0 and not pairs.loc[("sky", "car"), "a_subset_of_b"]
-
-
-def test_identical_rows_and_two_empty_rows_have_cosine_one() -> None:
-    pairs = pair_table(np.array([[1, 0], [1, 0], [0, 0], [0, 0]]), ["a", "b", "c", "d"]).set_index(["a", "b"])
-    assert pairs.loc[("a", "b"), "cosine"] == 1.0 and pairs.loc[("c", "d"), "cosine"] == 1.0
-    assert pairs.loc[("a", "c"), "cosine"] == 0.0
-
-
-def test_pairs_to_repair_are_those_near_by_cosine_or_hamming() -> None:
-    pairs = pairs_to_repair(MULTI_HOT, CLASSES)
-    assert list(zip(pairs["a"], pairs["b"])) == [("sky", "sidewalk")]  # cosine 0.87, Hamming 1
-    loose = pairs_to_repair(MULTI_HOT, CLASSES, RepairParams(min_cosine=0.7, max_hamming=0))
-    assert list(zip(loose["a"], loose["b"])) == [("sky", "sidewalk"), ("sidewalk", "road")]  # 0.87, 0.75
-    assert pairs_to_repair(MULTI_HOT, CLASSES, RepairParams(min_cosine=1.0, max_hamming=0)).empty
-
-
-def test_nearest_class_of_each_class_in_class_order() -> None:
-    nearest = nearest_classes(MULTI_HOT, CLASSES)
-    assert list(nearest["class"]) == CLASSES
-    assert list(nearest["nearest"][:3]) == ["sidewalk", "sky", "sidewalk"]
-    assert nearest.loc[3, "cosine"] == 0.0
-
-
-def test_a_multi_hot_that_does_not_match_the_classes_is_an_error() -> None:
-    with pytest.raises(ValueError, match="does not match 3 classes"):
-        pair_table(MULTI_HOT, CLASSES[:3])
+def test_the_pairs_to_repair_are_those_near_by_cosine_or_hamming() -> None:
+    assert near_pairs(MULTI_HOT, CLASSES, 0.8, 1) == [("sky", "sidewalk")]  # cosine 0.87, Hamming 1
+    assert near_pairs(MULTI_HOT, CLASSES, 0.7, 0) == [("sky", "sidewalk"), ("sidewalk", "road")]  # 0.87, 0.75
+    assert near_pairs(MULTI_HOT, CLASSES, 1.0, 0) == []
 
 
 def test_the_repair_prompt_asks_about_the_target_against_the_other() -> None:
@@ -108,7 +74,7 @@ def test_the_loop_asks_each_ordered_pair_once_adds_verified_answers_and_stops_wh
                   ("sidewalk", "sky"): ["curbs at its edge"]})
     result = repair_label_space(START, loop.ask, loop.verify, loop.cluster)
     assert loop.asked == [("sky", "sidewalk"), ("sidewalk", "sky")]
-    assert len(result.rounds) == 1 and result.remaining.empty
+    assert len(result.rounds) == 1 and result.remaining == []
     assert result.rounds[0].added == {"sky": ["blue", "clouds above"], "sidewalk": ["curbs at its edge"]}
     assert result.descriptions["sky"] == ["grey", "flat", "blue", "clouds above"]  # "made of wood" verified away
     assert result.multi_hot.shape == (3, 6)
@@ -116,15 +82,15 @@ def test_the_loop_asks_each_ordered_pair_once_adds_verified_answers_and_stops_wh
 
 def test_the_loop_stops_when_a_round_adds_nothing_and_reports_the_pairs_left() -> None:
     loop = _Loop({("sky", "sidewalk"): ["made of wood"]})  # only garbage
-    result = repair_label_space(START, loop.ask, loop.verify, loop.cluster, RepairParams(rounds=5))
+    result = repair_label_space(START, loop.ask, loop.verify, loop.cluster, rounds=5)
     assert len(result.rounds) == 1 and loop.asked == [("sky", "sidewalk"), ("sidewalk", "sky")]
-    assert list(zip(result.remaining["a"], result.remaining["b"])) == [("sky", "sidewalk")]
+    assert result.remaining == [("sky", "sidewalk")]
     assert result.descriptions == START
 
 
 def test_the_loop_runs_at_most_the_rounds_asked() -> None:
     loop = _Loop({("sky", "sidewalk"): ["blue"]})  # one new property: Hamming 1, still near
-    result = repair_label_space(START, loop.ask, loop.verify, loop.cluster, RepairParams(rounds=0))
+    result = repair_label_space(START, loop.ask, loop.verify, loop.cluster, rounds=0)
     assert result.rounds == [] and loop.asked == [] and len(result.remaining) == 1
 
 

@@ -11,14 +11,8 @@ import pytest
 
 from tasks.label_space.embed import embed_texts, load_encoder
 from tasks.label_space.llm import EXAMPLES
-from tasks.label_space.verify import (
-    REASONS,
-    VerifyError,
-    VerifyParams,
-    flagged_counts,
-    kept_descriptions,
-    verify_descriptions,
-)
+from tasks.label_space.verify import REASONS, VerifyError, flagged_counts, kept_descriptions, verify_descriptions
+from tasks.params import VerifyParams
 
 GOOD = {
     "sky": ["blue or grey expanse above the horizon", "white clouds drifting overhead", "bright in daylight"],
@@ -54,7 +48,7 @@ def test_good_descriptions_are_all_kept_one_row_each(embed) -> None:
     assert list(table.columns[:6]) == ["class", "index", "text", "kept", "reason", "score"]
     assert len(table) == 9 and table["kept"].all() and table["reason"].isna().all()
     assert list(table["index"]) == [0, 1, 2] * 3
-    assert kept_descriptions(table) == GOOD
+    assert kept_descriptions(table) == (GOOD, [])
 
 
 def test_a_line_copied_from_another_categorys_worked_example_is_flagged(embed) -> None:
@@ -100,7 +94,7 @@ def test_near_duplicates_keep_the_first_and_point_to_it(embed) -> None:
     first, second = (_row(table, "car", text) for text in twins)
     assert first["reason"] == "near_duplicate" and first["duplicate_of"] == 1
     assert second["reason"] == "near_duplicate" and second["score"] >= 0.9
-    assert kept_descriptions(table)["car"] == GOOD["car"]
+    assert kept_descriptions(table)[0]["car"] == GOOD["car"]
 
 
 def test_too_long_is_off_by_default_and_flags_lines_over_the_limit(embed) -> None:
@@ -137,12 +131,14 @@ def test_texts_are_embedded_lower_cased(embed) -> None:
     assert seen and all(text == text.lower() for text in seen)
 
 
-def test_a_class_with_every_line_flagged_is_an_error_naming_it_unless_flagged_lines_are_kept(embed) -> None:
+def test_a_class_with_every_line_flagged_keeps_them_all_and_is_named(embed) -> None:
     descriptions = {"car": ["a car", "Cars"], "tree": GOOD["tree"]}
     table = verify_descriptions(descriptions, embed)
-    with pytest.raises(VerifyError, match=r"car \(2 leaks_class_name\)"):
-        kept_descriptions(table)
-    assert kept_descriptions(table, keep_flagged=True) == descriptions
+    assert list(table.loc[table["class"] == "car", "reason"]) == ["leaks_class_name"] * 2
+    assert kept_descriptions(table) == (descriptions, ["car"]), "a class without lines would lose the class"
+    flagged = verify_descriptions({"car": ["a car", "four wheels"], "tree": GOOD["tree"]}, embed)
+    assert kept_descriptions(flagged) == ({"car": ["four wheels"], "tree": GOOD["tree"]}, [])
+    assert kept_descriptions(flagged, keep_flagged=True)[0]["car"] == ["a car", "four wheels"]
 
 
 def test_an_embedding_function_returning_the_wrong_number_of_vectors_is_an_error() -> None:
@@ -150,6 +146,6 @@ def test_an_embedding_function_returning_the_wrong_number_of_vectors_is_an_error
         verify_descriptions(GOOD, lambda texts: np.ones((1, 4)))
 
 
-def test_a_class_sentence_without_a_slot_is_an_error(embed) -> None:
-    with pytest.raises(VerifyError, match="class_sentence"):
-        verify_descriptions(GOOD, embed, VerifyParams(class_sentence="a photo"))
+def test_a_class_sentence_without_a_slot_is_refused() -> None:
+    with pytest.raises(ValueError, match="class_sentence must hold one"):
+        VerifyParams(class_sentence="a photo")
