@@ -21,7 +21,7 @@ from flows.options import add_model_options, describe_errors, model_from_args
 from tasks.errors import UserError
 
 if TYPE_CHECKING:
-    from tasks.params import LabelSpaceParams
+    from tasks.params import EndToEndParams, LabelSpaceParams
     from tasks.store import ArtifactStore
 
 log = logging.getLogger("prolab")
@@ -201,19 +201,74 @@ def _json_params(text: str | None) -> dict | None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    params = _json_params(args.params)  # refused before a server starts
+    from prolab_models.configs import one_hot_twin
+    from tasks.params import EndToEndParams
+
+    params = _json_params(args.params) or {}  # refused before a server starts, naming the field
+    try:
+        pipeline = EndToEndParams(**params)
+    except ValidationError as error:
+        raise UserError("; ".join(f"--params: {'.'.join(map(str, item['loc']))}: {item['msg']}"
+                                  for item in error.errors())) from None
+    twin = one_hot_twin(pipeline.train.config)
+    if args.baseline and twin is None:
+        raise UserError(f"--baseline: config {pipeline.train.config!r} has no one-hot twin (a short name "
+                        f"NAME with a NAME_ce beside it)")
     _connect(args)
     from flows import deploy
 
     try:
         flow_run = deploy.demo({"params": params} if params else None)
+        if args.baseline and flow_run.state.is_completed():
+            log.info("the one-hot twin %s, at the same budget, for comparison", twin)
+            baseline = {**params, "train": {**params.get("train", {}), "config": twin}}
+            deploy.wait(deploy.start_run(deploy.END_TO_END, {"params": baseline}).id)
     except deploy.DeploymentError as error:
         raise UserError(str(error)) from None
     url = deploy.flow_run_url(flow_run.id)
+    if flow_run.state.is_completed():
+        from flows.server import PROJECT_ROOT
+        from tasks.store import ArtifactStore
+
+        # the deployments' runs work in the checkout: a relative store root is the checkout's
+        store = ArtifactStore(os.environ.get("PROLAB_ARTIFACTS") or PROJECT_ROOT / "artifacts")
+        print("\n".join(demo_summary(pipeline, store, twin)))
     print(f"Prefect UI: {deploy.ui_url()}  (stop it with `prolab server stop`)")
     print(url)
     if not flow_run.state.is_completed():
         raise UserError(f"the end-to-end run ended {flow_run.state.name}: {flow_run.state.message}")
+
+
+def demo_summary(params: EndToEndParams, store: ArtifactStore, twin: str | None) -> list[str]:
+    """The run's IoU per class beside its one-hot twin's at the same budget (when the store holds
+    an evaluation of it on the same data), then the directories of what the run made."""
+    import json
+
+    from tasks.model.evaluate import METRICS_FILE, twin_evaluation
+    from tasks.registry import LABEL_SPACE, STAGES, plan_stages
+
+    plans = plan_stages(params, [stage.name for stage in STAGES])
+    evaluation = store.path("evaluate", plans["evaluate"].key)
+    ours = json.loads((evaluation / METRICS_FILE).read_text())
+    found = twin_evaluation(store, plans["evaluate"], twin) if twin else None
+    theirs = json.loads((found / METRICS_FILE).read_text()) if found else None
+
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f}"
+
+    header = f"{'IoU (%)':14s} {'ProLab':>8s}" + (f" {'one-hot CE':>11s}" if theirs else "")
+    lines = [header]
+    for name, iou in ours["per_class_iou"].items():
+        lines.append(f"{name:14s} {cell(iou):>8s}" + (f" {cell(theirs['per_class_iou'].get(name)):>11s}"
+                                                      if theirs else ""))
+    lines.append(f"{'mIoU':14s} {cell(ours['mIoU']):>8s}" + (f" {cell(theirs['mIoU']):>11s}" if theirs else ""))
+    if theirs is None and twin is not None:
+        lines.append(f"(one-hot CE: no evaluation of {twin} on this data in the store; `prolab demo --baseline` "
+                     f"trains it at the same budget)")
+    lines += [f"label space   {store.path(LABEL_SPACE, plans[LABEL_SPACE].key)}",
+              f"training run  {store.path('train', plans['train'].key)}",
+              f"evaluation    {evaluation}"]
+    return lines
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
@@ -293,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="server + worker + deployments, then the end-to-end run; "
                                             "prints the UI and the run's address")
+    demo.add_argument("--baseline", action="store_true",
+                      help="also train and evaluate the config's one-hot twin (demo_ce for demo) at the same "
+                           "budget, and print its IoU beside ProLab's")
     demo.add_argument("--params", metavar="JSON",
                       help="EndToEndParams (tasks/params.py) as JSON, e.g. "
                            "'{\"train\": {\"cfg_options\": {\"train_cfg.max_iters\": 20}}}'; default: the demo's")

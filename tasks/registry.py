@@ -142,15 +142,16 @@ def run_stages(params: EndToEndParams, store: ArtifactStore, names: Sequence[str
 def stored_inputs(params: EndToEndParams, store: ArtifactStore, name: str) -> dict[str, Path]:
     """The artifacts that stage ``name`` reads, found in the store by the keys ``params`` give
     its upstream stages. One that is absent is not computed behind the user's back: the error
-    names the stage to run first."""
+    names the first stage of the chain that has to run."""
     plans = plan_stages(params, upstream(name)[:-1])
     found = {}
     for source in stage(name).inputs.values():
         artifact = store.get(source, plans[source].key)
         if artifact is None:
+            first = next(s for s in plans if s in upstream(source) and store.get(s, plans[s].key) is None)
             raise MissingUpstreamError(
                 f"{name} reads the {source} artifact {plans[source].ref()}, which is not in {store.location}: "
-                f"run the {source} stage first with the same parameters (deployment '{source}/{source}', "
+                f"run the {first} stage first with the same parameters (deployment '{first}/{first}', "
                 f"or 'end-to-end/end-to-end' for everything)")
         found[source] = artifact.path
     return found

@@ -26,8 +26,8 @@ vector cache, in the pipeline).
 
 from __future__ import annotations
 
-import re
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
