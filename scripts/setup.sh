@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Create or update .venv/ with the whole environment. Idempotent: a second run installs
-# nothing new and rebuilds nothing (mmcv, llama-cpp-python and the MSDA op are built once;
+# nothing new and rebuilds nothing (mmcv, llama-cpp-python and our ops are built once;
 # pip's wheel cache serves a fresh venv).
 #   scripts/setup.sh          runtime environment
 #   scripts/setup.sh --test   plus what the tests need (pytest, headless Chromium)
+# One line per step on stderr; the steps' own output goes to .venv/setup.log, whose tail is
+# printed when a step fails.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,41 +13,100 @@ cd "$ROOT"
 PYTHON="${PYTHON:-python3.11}"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
+LOG="$VENV/setup.log"
 CONSTRAINTS="$ROOT/constraints.txt"
+JOBS="${MAX_JOBS:-$(nproc)}"
+TEST=""
+[ "${1:-}" = "--test" ] && TEST=1
+
 say() { printf '[setup] %s\n' "$*" >&2; }
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q -c "$CONSTRAINTS" "$@"; }
 
-if [ ! -x "$PY" ]; then
-  say "creating $VENV with $($PYTHON --version)"
-  "$PYTHON" -m venv "$VENV"
-fi
-pip_install "pip" "setuptools<81" wheel
+# step [--optional] DESCRIPTION COMMAND...: run COMMAND with its output appended to $LOG and
+# print one line with the time it took. When it fails, print the log's last 40 lines and exit
+# with its status; an --optional step only says so and the set-up goes on.
+step() {
+  local optional="" started=$SECONDS status
+  [ "$1" = "--optional" ] && { optional=1; shift; }
+  local description=$1
+  shift
+  printf '\n=== %s  %s\n' "$(date '+%F %T')" "$description" >>"$LOG"
+  printf '[setup] %s ... ' "$description" >&2
+  set +e
+  (set -e; "$@") >>"$LOG" 2>&1
+  status=$?
+  set -e
+  if [ "$status" -eq 0 ]; then
+    printf '%ss\n' "$((SECONDS - started))" >&2
+  elif [ -n "$optional" ]; then
+    printf 'failed, going on without it (%s)\n' "${LOG#"$ROOT/"}" >&2
+  else
+    printf 'failed (exit %s); the end of %s:\n' "$status" "$LOG" >&2
+    tail -n 40 "$LOG" >&2
+    exit "$status"
+  fi
+}
+
+create_venv() { [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"; }
 
 # torch first: mmcv's ops compile against the installed torch, without build isolation.
-say "torch"
-pip_install torch torchvision
+install_torch() { pip_install "setuptools<81" wheel torch torchvision; }
 
-if "$PY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '2.1.0')" 2>/dev/null; then
-  say "mmcv 2.1.0 with ops: already built"
-else
-  say "mmcv 2.1.0 with ops: building (about 6 minutes on 2 cores the first time; cached afterwards)"
-  MMCV_WITH_OPS=1 MAX_JOBS=2 pip_install --no-build-isolation mmcv==2.1.0
-fi
+mmcv_with_ops_built() {
+  "$PY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '2.1.0')" 2>/dev/null
+}
 
-extras=""
-[ "${1:-}" = "--test" ] && extras="[dev]"
-say "the project and its dependencies${extras:+ $extras} (llama-cpp-python builds once, about 7 minutes)"
-CMAKE_BUILD_PARALLEL_LEVEL=2 pip_install -e ".${extras}"
+# The ops are compiled only because the design fixes "mmcv full, with ops": the pipeline calls
+# none of them, so they are built without debug information (-g0); see benchmarks/RESULTS.md.
+install_mmcv() {
+  mmcv_with_ops_built && return 0
+  MMCV_WITH_OPS=1 MAX_JOBS="$JOBS" CFLAGS="${CFLAGS:-} -g0" pip_install --no-build-isolation mmcv==2.1.0
+}
 
-say "multi-scale deformable attention extension"
-"$PY" -m csrc.build
+# Only what the Python package loads: libllama and ggml's CPU backend. Not the multimodal
+# library (LLAVA_BUILD), nor llama.cpp's common library and its HTTP client (see
+# llama_cpp_server_only.cmake); examples, tests, tools and llama.cpp's own server are off
+# already in a subproject. Portable x86-64-v3 code (AVX2, FMA, F16C) rather than
+# -march=native, because pip caches the wheel and a cache may move to another CPU.
+install_llama_cpp() {
+  local args="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
+  args+=" -DCMAKE_PROJECT_llama.cpp_INCLUDE=$ROOT/scripts/llama_cpp_server_only.cmake"
+  CMAKE_ARGS="$args ${CMAKE_ARGS:-}" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" \
+    pip_install "llama-cpp-python[server]"
+}
 
-if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
-  say "headless Chromium for the UI tests (Debian's package)"
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || say "could not install chromium: UI tests will skip"
-  else
-    say "not root: install Debian's chromium yourself for the UI tests"
+# Reinstalling the editable project rebuilds its metadata each time: skip it while
+# pyproject.toml, constraints.txt and the extras are those of the last install.
+install_project() {
+  local extras=${TEST:+[dev]} stamp="$VENV/.prolab-installed" digest
+  digest="$(cat pyproject.toml "$CONSTRAINTS" <(echo "$extras") | sha256sum | cut -d' ' -f1)"
+  [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ] && return 0
+  pip_install -e ".${extras}"
+  echo "$digest" >"$stamp"
+}
+
+build_ops() { "$PY" -m csrc.build; }
+
+install_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "not root: install Debian's chromium package yourself for the UI tests" >&2
+    return 1
   fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+}
+
+mkdir -p "$VENV"
+printf '\n##### %s  scripts/setup.sh %s\n' "$(date '+%F %T')" "$*" >>"$LOG"
+say "building .venv/ (log: ${LOG#"$ROOT/"})"
+step "python venv" create_venv
+step "torch, torchvision" install_torch
+step "mmcv 2.1.0 with ops (first time: builds, about 5 min on 2 cores)" install_mmcv
+step "llama-cpp-python (first time: builds, about 3 min)" install_llama_cpp
+step "prolab and its dependencies${TEST:+, with test tools}" install_project
+step "our ops extension (csrc)" build_ops
+if [ -n "$TEST" ]; then
+  # The UI tests skip without Chromium, so a machine without it still runs the rest.
+  step --optional "headless Chromium for the UI tests (Debian's package)" install_chromium
 fi
-say "ready: $VENV/bin/prolab"
+say "ready: .venv/bin/prolab (${SECONDS}s)"
