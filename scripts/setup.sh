@@ -20,7 +20,7 @@ TEST=""
 [ "${1:-}" = "--test" ] && TEST=1
 
 say() { printf '[setup] %s\n' "$*" >&2; }
-pip_install() { "$PY" -m pip install --disable-pip-version-check -q -c "$CONSTRAINTS" "$@"; }
+pip_install() { "$PY" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" "$@"; }
 
 # step [--optional] DESCRIPTION COMMAND...: run COMMAND with its output appended to $LOG and
 # print one line with the time it took. When it fails, print the log's last 40 lines and exit
@@ -56,23 +56,27 @@ mmcv_with_ops_built() {
   "$PY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '2.1.0')" 2>/dev/null
 }
 
-# The ops are compiled only because the design fixes "mmcv full, with ops": the pipeline calls
-# none of them, so they are built without debug information (-g0); see benchmarks/RESULTS.md.
+# The design fixes "mmcv full, with ops", but the pipeline calls none of mmcv's compiled ops
+# (our own csrc/ serves the model): compile them without debug information and at -O1, not
+# Python's default "-g -O3", which halves the build (benchmarks/RESULTS.md, "set-up").
+# -v: the compiler's output goes to the log.
 install_mmcv() {
   mmcv_with_ops_built && return 0
-  MMCV_WITH_OPS=1 MAX_JOBS="$JOBS" CFLAGS="${CFLAGS:-} -g0" pip_install --no-build-isolation mmcv==2.1.0
+  MMCV_WITH_OPS=1 MAX_JOBS="$JOBS" CFLAGS="${CFLAGS:-} -g0 -O1" \
+    pip_install -v --no-build-isolation mmcv==2.1.0
 }
 
 # Only what the Python package loads: libllama and ggml's CPU backend. Not the multimodal
-# library (LLAVA_BUILD), nor llama.cpp's common library and its HTTP client (see
-# llama_cpp_server_only.cmake); examples, tests, tools and llama.cpp's own server are off
-# already in a subproject. Portable x86-64-v3 code (AVX2, FMA, F16C) rather than
-# -march=native, because pip caches the wheel and a cache may move to another CPU.
+# library (LLAVA_BUILD), nor llama.cpp's common library and its HTTP client
+# (llama_cpp_server_only.cmake); llama.cpp's examples, tests, tools and own server are off
+# already in a subproject. Portable x86-64-v3 code (AVX2, FMA, F16C) instead of the default
+# -march=native: the wheel lands in pip's cache, which may move to another CPU, and a native
+# build crashed with SIGILL on a VM whose CPU reports AVX-512 and AMX (benchmarks/RESULTS.md).
 install_llama_cpp() {
   local args="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
   args+=" -DCMAKE_PROJECT_llama.cpp_INCLUDE=$ROOT/scripts/llama_cpp_server_only.cmake"
   CMAKE_ARGS="$args ${CMAKE_ARGS:-}" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" \
-    pip_install "llama-cpp-python[server]"
+    pip_install -v "llama-cpp-python[server]"
 }
 
 # Reinstalling the editable project rebuilds its metadata each time: skip it while
