@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Create or update .venv/ with the whole environment. Idempotent: a second run installs
-# nothing new and rebuilds nothing (mmcv, llama-cpp-python and our ops are built once;
-# pip's wheel cache serves a fresh venv).
+# Create or update .venv/ with the whole environment.
 #   scripts/setup.sh          runtime environment
 #   scripts/setup.sh --test   plus what the tests need (pytest, headless Chromium)
-# One line per step on stderr; the steps' own output goes to .venv/setup.log, whose tail is
-# printed when a step fails.
+# Prints one line per step on stderr; what the steps print (pip, the compilers) goes to
+# .venv/setup.log, and a failing step prints the log's last 40 lines and exits non-zero.
+# Idempotent: mmcv, llama-cpp-python and our ops are built once (pip's wheel cache serves a
+# fresh venv), and while constraints.txt, pyproject.toml and this script are unchanged a
+# rerun skips the package steps altogether.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,6 +16,7 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 LOG="$VENV/setup.log"
 CONSTRAINTS="$ROOT/constraints.txt"
+INSTALLED="$VENV/.installed"  # the digest of the inputs of the last complete install
 JOBS="${MAX_JOBS:-$(nproc)}"
 TEST=""
 [ "${1:-}" = "--test" ] && TEST=1
@@ -79,15 +81,7 @@ install_llama_cpp() {
     pip_install -v "llama-cpp-python[server]"
 }
 
-# Reinstalling the editable project rebuilds its metadata each time: skip it while
-# pyproject.toml, constraints.txt and the extras are those of the last install.
-install_project() {
-  local extras=${TEST:+[dev]} stamp="$VENV/.prolab-installed" digest
-  digest="$(cat pyproject.toml "$CONSTRAINTS" <(echo "$extras") | sha256sum | cut -d' ' -f1)"
-  [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ] && return 0
-  pip_install -e ".${extras}"
-  echo "$digest" >"$stamp"
-}
+install_project() { pip_install -e ".${TEST:+[dev]}"; }
 
 build_ops() { "$PY" -m csrc.build; }
 
@@ -100,14 +94,25 @@ install_chromium() {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 }
 
+# The package steps' inputs; a test install ("+test") covers the runtime one too.
+wanted="$(cat "$CONSTRAINTS" pyproject.toml scripts/setup.sh scripts/llama_cpp_server_only.cmake \
+  | sha256sum | cut -d' ' -f1)${TEST:+ +test}"
+installed="$(cat "$INSTALLED" 2>/dev/null || true)"
+
 mkdir -p "$VENV"
 printf '\n##### %s  scripts/setup.sh %s\n' "$(date '+%F %T')" "$*" >>"$LOG"
-say "building .venv/ (log: ${LOG#"$ROOT/"})"
-step "python venv" create_venv
-step "torch, torchvision" install_torch
-step "mmcv 2.1.0 with ops (first time: builds, about 5 min on 2 cores)" install_mmcv
-step "llama-cpp-python (first time: builds, about 3 min)" install_llama_cpp
-step "prolab and its dependencies${TEST:+, with test tools}" install_project
+if [ -x "$PY" ] && { [ "$installed" = "$wanted" ] || [ "$installed" = "$wanted +test" ]; }; then
+  say "packages: up to date with constraints.txt and pyproject.toml"
+else
+  say "setting up .venv/ (the builds' output: ${LOG#"$ROOT/"})"
+  rm -f "$INSTALLED"
+  step "python venv" create_venv
+  step "torch, torchvision" install_torch
+  step "mmcv 2.1.0 with ops (built once: about 4 min on 2 cores)" install_mmcv
+  step "llama-cpp-python (built once: about 3 min on 2 cores)" install_llama_cpp
+  step "prolab and its dependencies${TEST:+, with test tools}" install_project
+  echo "$wanted" >"$INSTALLED"
+fi
 step "our ops extension (csrc)" build_ops
 if [ -n "$TEST" ]; then
   # The UI tests skip without Chromium, so a machine without it still runs the rest.
