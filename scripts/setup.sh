@@ -25,14 +25,15 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 pip_install() { "$PY" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" "$@"; }
 
 # step [--optional] DESCRIPTION COMMAND...: run COMMAND with its output appended to $LOG and
-# print one line with the time it took. When it fails, print the log's last 40 lines and exit
-# with its status; an --optional step only says so and the set-up goes on.
+# print one line with the time it took. When it fails, print the last 40 lines it wrote and
+# exit with its status; an --optional step only says so and the set-up goes on.
 step() {
-  local optional="" started=$SECONDS status
+  local optional="" started=$SECONDS status first_line
   [ "$1" = "--optional" ] && { optional=1; shift; }
   local description=$1
   shift
   printf '\n=== %s  %s\n' "$(date '+%F %T')" "$description" >>"$LOG"
+  first_line=$(($(wc -l <"$LOG") + 1))
   printf '[setup] %s ... ' "$description" >&2
   set +e
   (set -e; "$@") >>"$LOG" 2>&1
@@ -43,8 +44,8 @@ step() {
   elif [ -n "$optional" ]; then
     printf 'failed, going on without it (%s)\n' "${LOG#"$ROOT/"}" >&2
   else
-    printf 'failed (exit %s); the end of %s:\n' "$status" "$LOG" >&2
-    tail -n 40 "$LOG" >&2
+    printf 'failed (exit %s); the end of its output in %s:\n' "$status" "$LOG" >&2
+    tail -n "+$first_line" "$LOG" | tail -n 40 >&2
     exit "$status"
   fi
 }
