@@ -34,7 +34,7 @@ def run(env: dict[str, str], label_space: Path) -> Path:
 def test_train_prints_a_run_with_its_checkpoint_and_reruns_cached(env: dict[str, str], label_space: Path,
                                                                    run: Path) -> None:
     assert run.parent.name == "train" and list(run.glob("iter_2.pth"))
-    assert json.loads((run / "manifest.json").read_text())["inputs"]["label_space"] == f"cluster/{label_space.name}"
+    assert json.loads((run / "manifest.json").read_text())["inputs"]["label_space"] == f"{label_space.parent.name}/{label_space.name}"
     again = prolab(env, "train", "--config", "demo", "--label-space", str(label_space), *TINY)
     assert last_line(again) == run and "Cached" in again.stderr
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from tasks.datasets import dataset_classes
+from tasks.registry import LABEL_SPACE_STAGES
 from tests.helpers.cli import last_line, prolab
 from tests.helpers.fake_llm import FakeLLM, properties_of
 from tests.helpers.store_checks import assert_store_sound
@@ -20,7 +21,7 @@ def test_server_dying_mid_run_keeps_answers_and_the_rerun_asks_only_the_rest(cli
     store = Path(cli_env["PROLAB_ARTIFACTS"])
     with FakeLLM(die_after=ANSWERED) as dying:
         args = ["label-space", "--dataset", "camvid", "--llm", dying.base_url, "--model", "fake-model",
-                "--concurrency", "2", "--k", "4"]
+                "--concurrency", "2", "--k", "4", "--repair-rounds", "0"]
         failed = prolab(cli_env, *args)
     assert dying.dead.is_set()
     left = [name for name in classes if name not in dying.answered]
@@ -46,8 +47,8 @@ def test_server_dying_mid_run_keeps_answers_and_the_rerun_asks_only_the_rest(cli
     assert list(described) == classes and all(described[c] == properties_of(c) for c in classes)
     report = json.loads(next((store / "describe").glob("*/describe_report.json")).read_text())
     assert report["cached"] == ANSWERED and report["calls_made"] == len(left)
-    assert directory.parent.name == "cluster"
-    assert set(assert_store_sound(store, allow_temporaries=False)) == {"describe", "embed", "cluster"}
+    assert directory.parent.name == "repair"
+    assert set(assert_store_sound(store, allow_temporaries=False)) == set(LABEL_SPACE_STAGES)
 
 
 def test_once_the_endpoint_is_unreachable_queued_classes_are_not_asked(tmp_path: Path) -> None:

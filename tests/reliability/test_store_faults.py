@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from tasks.registry import LABEL_SPACE_STAGES
 from tasks.store import QUARANTINE, TMP_PREFIX
 from tests.helpers.cli import CITYSCAPES, PROJECT_ROOT, PROLAB, last_line, prolab, shared_path
 from tests.helpers.prefect_runs import STAGES, pipeline_params, write_descriptors
@@ -20,7 +21,7 @@ END_TO_END = ("import sys; from flows.pipeline import end_to_end_flow; from task
               "print(end_to_end_flow(EndToEndParams.model_validate_json(sys.argv[1])))")
 
 
-def test_a_flipped_byte_in_a_cluster_artifact_is_listed_then_recomputed(cli_env: dict[str, str]) -> None:
+def test_a_flipped_byte_in_a_label_space_artifact_is_listed_then_recomputed(cli_env: dict[str, str]) -> None:
     store = Path(cli_env["PROLAB_ARTIFACTS"])
     args = ["label-space", "--descriptors", str(shared_path(CITYSCAPES)), "--k", "4"]
     directory = last_line(prolab(cli_env, *args))
@@ -38,9 +39,9 @@ def test_a_flipped_byte_in_a_cluster_artifact_is_listed_then_recomputed(cli_env:
     again = prolab(cli_env, *args)
     assert last_line(again) == directory
     assert "is damaged and will be recomputed" in again.stderr
-    assert f"cluster: computing {directory.name}" in again.stderr
-    assert "embed: computing" not in again.stderr, "only the damaged stage reruns"
-    assert target.read_bytes() == original, "k-means with a fixed seed gives the same bytes again"
+    assert f"repair: computing {directory.name}" in again.stderr, "the label space is the repair stage's"
+    assert "cluster: computing" not in again.stderr, "only the damaged stage reruns"
+    assert target.read_bytes() == original, "the same inputs give the same bytes again"
     assert len(list((store / QUARANTINE).iterdir())) == 1, "the damaged copy is kept aside, not trusted"
     assert prolab(cli_env, "verify").returncode == 0
     assert assert_store_sound(store, allow_temporaries=False)
@@ -57,7 +58,7 @@ def test_two_label_space_runs_at_once_both_succeed_with_one_artifact_per_stage(c
     outputs = {out.strip().splitlines()[-1] for (out, _), _ in results}
     assert len(outputs) == 1, outputs
     found = assert_store_sound(store, allow_temporaries=False)
-    assert {stage: len(keys) for stage, keys in found.items()} == {"describe": 1, "embed": 1, "cluster": 1}
+    assert {stage: len(keys) for stage, keys in found.items()} == {stage: 1 for stage in LABEL_SPACE_STAGES}
     assert not list(store.rglob(".*.tmp")) and not list(store.rglob("*.tmp"))
 
 

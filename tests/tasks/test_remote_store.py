@@ -166,18 +166,18 @@ def test_label_space_stages_on_a_url_store_run_once_for_two_caches(
         assert (second[stage] / MANIFEST).read_bytes() == (first[stage] / MANIFEST).read_bytes()
 
 
-# describe (import) -> embed -> cluster in a process of its own, as ``build`` runs them; prints the
-# label space. (A ``tests`` package in site-packages hides this checkout's tests/ from a subprocess.)
+# The label-space chain (describe by import ... repair) in a process of its own, as ``build`` runs
+# it; prints the cluster artifact. (A ``tests`` package in site-packages hides this checkout's tests/ from a subprocess.)
 RUN_STAGES = """
 import logging, sys
 from pathlib import Path
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 from tasks.params import ClusterParams, DescribeParams, EndToEndParams, LabelSpaceParams
-from tasks.registry import run_stages
+from tasks.registry import LABEL_SPACE_STAGES, run_stages
 from tasks.store import ArtifactStore
 store = ArtifactStore(sys.argv[2])
 params = LabelSpaceParams(describe=DescribeParams(descriptors=Path(sys.argv[1])), cluster=ClusterParams(k=6))
-print(run_stages(EndToEndParams(label_space=params), store, LABEL_SPACE_STAGES)[LABEL_SPACE])
+print(run_stages(EndToEndParams(label_space=params), store, LABEL_SPACE_STAGES)["cluster"])
 """
 
 
