@@ -72,14 +72,31 @@ install_mmcv() {
 # Only what the Python package loads: libllama and ggml's CPU backend. Not the multimodal
 # library (LLAVA_BUILD), nor llama.cpp's common library and its HTTP client
 # (llama_cpp_server_only.cmake); llama.cpp's examples, tests, tools and own server are off
-# already in a subproject. Portable x86-64-v3 code (AVX2, FMA, F16C) instead of the default
-# -march=native: the wheel lands in pip's cache, which may move to another CPU, and a native
-# build crashed with SIGILL on a VM whose CPU reports AVX-512 and AMX (benchmarks/RESULTS.md).
+# already in a subproject. Portable x86-64 code (AVX2, FMA, F16C) instead of the default
+# -march=native: a native build crashed with SIGILL on a VM whose CPU reports AVX-512 and AMX
+# (benchmarks/RESULTS.md, "set-up").
+# pip's wheel cache keys a built sdist by its URL alone, so it would hand back a wheel built
+# with other options (a native one, from an earlier set-up). The wheel is therefore built
+# into a cache of our own, keyed by the version and the build options, and installed from it.
+LLAMA_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
+llama_wheels() {
+  local key
+  key="$(printf '%s\n' "$(grep -i '^llama.cpp.python==' "$CONSTRAINTS")" "$LLAMA_ARGS" "${CMAKE_ARGS:-}" \
+    | cat - scripts/llama_cpp_server_only.cmake | sha256sum | cut -c1-16)"
+  echo "${XDG_CACHE_HOME:-$HOME/.cache}/prolab/wheels/llama-cpp-python-$key"
+}
 install_llama_cpp() {
-  local args="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
-  args+=" -DCMAKE_PROJECT_llama.cpp_INCLUDE=$ROOT/scripts/llama_cpp_server_only.cmake"
-  CMAKE_ARGS="$args ${CMAKE_ARGS:-}" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" \
-    pip_install -v "llama-cpp-python[server]"
+  local wheels
+  wheels="$(llama_wheels)"
+  if ! compgen -G "$wheels/llama_cpp_python-*.whl" >/dev/null; then
+    rm -rf "$wheels.tmp"
+    CMAKE_ARGS="$LLAMA_ARGS -DCMAKE_PROJECT_llama.cpp_INCLUDE=$ROOT/scripts/llama_cpp_server_only.cmake ${CMAKE_ARGS:-}" \
+      CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" \
+      "$PY" -m pip wheel --disable-pip-version-check -v --no-deps --no-cache-dir -c "$CONSTRAINTS" \
+      llama-cpp-python -w "$wheels.tmp"
+    mv "$wheels.tmp" "$wheels"
+  fi
+  pip_install --find-links "$wheels" "llama-cpp-python[server]"
 }
 
 install_project() { pip_install -e ".${TEST:+[dev]}"; }
