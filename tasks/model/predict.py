@@ -44,7 +44,7 @@ from tasks.label_space.transfer import (
     scoring_rows,
 )
 from tasks.model.runs import build_config, dataset_classes, dataset_palette, last_checkpoint, run_record
-from tasks.params import SIMILARITY_FLOOR, EndToEndParams, PredictParams, TrainParams
+from tasks.params import SIMILARITY_FLOOR, EndToEndParams
 from tasks.reports import Report, artifact_key, image, markdown_table, read_json
 from tasks.stage import StagePlan, input_ref, materialize
 from tasks.store import ArtifactStore
