@@ -20,6 +20,9 @@ Then predict against evaluate on the same images: the CamVid run trained on ever
 inference, label map, overlay and property maps), on camvid_mini's 21 val images at 360x480,
 on the CPU, measured twice in turn.
 
+``python benchmarks/transfer.py --plan`` only plans every experiment (a bad class name or option
+fails there, before any training) and exits.
+
 Runs go through the stage registry in this process, into the default store
 (``$PROLAB_ARTIFACTS`` or ``artifacts/``), so a rerun reuses the trainings (a few minutes each
 on 2 cores) and ``prolab predict --checkpoint`` can read them afterwards.
@@ -90,6 +93,21 @@ def throughput(run_dir: Path, label_space: Path) -> tuple[list[float], list[floa
     return evaluations, predictions
 
 
+def plan_all(tmp: Path) -> list[tuple]:
+    """Every experiment's parameters, planned (cheap): a bad class or option fails before any training."""
+    from tasks.registry import STAGES, plan_stages
+
+    planned = []
+    for dataset, config, data_root, split, held_out in EXPERIMENTS:
+        descriptors = tmp / f"{dataset}_gpt35.json"
+        descriptors.write_text(json.dumps(mapped_gpt35(dataset), indent=1))
+        both = [params_for(dataset, config, data_root, split, classes, descriptors) for classes in (held_out, [])]
+        for params in both:
+            plan_stages(params, [s.name for s in STAGES if s.name != "predict"])
+        planned.append((dataset, held_out, *both))
+    return planned
+
+
 def main() -> None:
     from tasks.store import ArtifactStore
 
@@ -97,13 +115,15 @@ def main() -> None:
     print(f"store: {store.location}; load average {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for dataset, config, data_root, split, held_out in EXPERIMENTS:
-            descriptors = Path(tmp) / f"{dataset}_gpt35.json"
-            descriptors.write_text(json.dumps(mapped_gpt35(dataset), indent=1))
+        planned = plan_all(Path(tmp))
+        if "--plan" in sys.argv[1:]:
+            print(f"planned {len(planned)} experiments; nothing run")
+            return
+        for dataset, held_out, held_out_params, full_params in planned:
             print(f"{dataset}, holding out {', '.join(held_out)}:", flush=True)
-            zero_shot = run(params_for(dataset, config, data_root, split, held_out, descriptors), store)
+            zero_shot = run(held_out_params, store)
             print(f"{dataset}, trained on every class:", flush=True)
-            full = run(params_for(dataset, config, data_root, split, [], descriptors), store)
+            full = run(full_params, store)
             from tasks.model.evaluate import transfer_metrics
 
             supervised = transfer_metrics(full["per_class_iou"], held_out)
@@ -127,8 +147,10 @@ def main() -> None:
               f"{zero_shot['controls']['random_words']['per_class_iou']} (random words, unexpressed lines "
               f"{zero_shot['controls']['random_words']['unexpressed_descriptions']}); "
               f"unseen properties {zero_shot['unseen_properties']}")
-    label_space = Path(json.loads((Path(camvid_full["_run"]) / "label_space.json").read_text())["path"])
-    evaluations, predictions = throughput(Path(camvid_full["_run"]), label_space)
+    from tasks.model.runs import run_record
+
+    camvid_run = Path(camvid_full["_run"])
+    evaluations, predictions = throughput(camvid_run, run_record(camvid_run).label_space)
     ratio = min(predictions) / min(evaluations)
     print(f"camvid_mini val (21 images, 360x480), CPU, seconds per image: evaluate "
           f"{', '.join(f'{s:.3f}' for s in evaluations)}; predict {', '.join(f'{s:.3f}' for s in predictions)}; "
