@@ -295,9 +295,9 @@ def demo_summary(params: EndToEndParams, store: ArtifactStore, twin: str | None)
     import json
 
     from tasks.model.evaluate import METRICS_FILE, twin_evaluation
-    from tasks.registry import LABEL_SPACE, STAGES, plan_stages
+    from tasks.registry import LABEL_SPACE, end_to_end, plan_stages
 
-    plans = plan_stages(params, [stage.name for stage in STAGES])
+    plans = plan_stages(params, end_to_end(params))  # predict only when given images
     evaluation = store.path("evaluate", plans["evaluate"].key)
     ours = json.loads((evaluation / METRICS_FILE).read_text())
     found = twin_evaluation(store, plans["evaluate"], twin) if twin else None
