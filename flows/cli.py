@@ -8,8 +8,10 @@ and exit non-zero, without a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +23,7 @@ from flows.options import add_model_options, describe_errors, model_from_args
 from tasks.errors import UserError
 
 if TYPE_CHECKING:
-    from tasks.params import EndToEndParams, LabelSpaceParams
+    from tasks.params import EndToEndParams, LabelSpaceParams, TrainParams
     from tasks.store import ArtifactStore
 
 log = logging.getLogger("prolab")
@@ -143,6 +145,54 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(evaluate_checkpoint_flow(str(label_space), str(checkpoint), train, params, artifacts=args.artifacts))
 
 
+def _run_settings(args: argparse.Namespace, checkpoint: Path) -> TrainParams:
+    """``--config`` and ``--cfg-options`` as given, else as the run recorded them (its own config)."""
+    from tasks.model.runs import run_record
+    from tasks.params import TrainParams
+
+    given = {name: getattr(args, f"TrainParams.{name}") for name in ("config", "cfg_options")
+             if hasattr(args, f"TrainParams.{name}")}
+    if "config" not in given:
+        record = run_record(checkpoint)
+        if record.config is not None:
+            given.setdefault("cfg_options", record.cfg_options)
+            given["config"] = record.config
+    return TrainParams(**given)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from tasks.params import (
+        DescribeParams,
+        EndToEndParams,
+        LabelSpaceParams,
+        PredictParams,
+        VerifyParams,
+    )
+    from tasks.registry import plan_stages
+
+    checkpoint = _existing(args.checkpoint, "--checkpoint")
+    words = LabelSpaceParams(describe=model_from_args(DescribeParams, args), verify=model_from_args(VerifyParams, args))
+    params = EndToEndParams(label_space=words, train=_run_settings(args, checkpoint),
+                            predict=model_from_args(PredictParams, args, images=args.images))
+    from flows.pipeline import training_run
+
+    plan_stages(params, ["predict"], {"train": training_run(checkpoint)})  # refused before a flow run
+    _open_and_connect(args)
+    from flows.pipeline import predict_checkpoint_flow
+
+    out = Path(predict_checkpoint_flow(str(checkpoint), params, artifacts=args.artifacts))
+    summary = json.loads((out / "predictions.json").read_text())
+    for skipped in summary["skipped"]:
+        print(f"skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
+    for query in summary["queries"]:
+        print(f"query {query['text']!r}: " + "; ".join(f"p{p['id']:02d} {p['similarity']:.2f} {p['name']!r}"
+                                                   for p in query["properties"]))
+    if args.out is not None:
+        shutil.copytree(out, args.out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json"))
+        out = args.out.resolve()
+    print(out)
+
+
 def _existing(path: Path, option: str) -> Path:
     if not path.exists():
         raise UserError(f"{option} {path}: no such file or directory")
@@ -245,9 +295,9 @@ def demo_summary(params: EndToEndParams, store: ArtifactStore, twin: str | None)
     import json
 
     from tasks.model.evaluate import METRICS_FILE, twin_evaluation
-    from tasks.registry import LABEL_SPACE, STAGES, plan_stages
+    from tasks.registry import LABEL_SPACE, end_to_end, plan_stages
 
-    plans = plan_stages(params, [stage.name for stage in STAGES])
+    plans = plan_stages(params, end_to_end(params))  # predict only when given images
     evaluation = store.path("evaluate", plans["evaluate"].key)
     ours = json.loads((evaluation / METRICS_FILE).read_text())
     found = twin_evaluation(store, plans["evaluate"], twin) if twin else None
@@ -304,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from tasks.registry import LABEL_SPACE_STAGES
+    from tasks.registry import LABEL_SPACE_STAGES, stage
 
     label_space = commands.add_parser("label-space", help=f"{' -> '.join(LABEL_SPACE_STAGES)}; "
                                                           "prints the label space dir")
@@ -329,6 +379,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_options(evaluate, ["train", "evaluate"])
     _add_store(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="label maps, overlays and property maps of a run on your images; "
+                                                  "new classes from words, text queries; prints the output dir")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR", help="image files or directories")
+    predict.add_argument("--checkpoint", type=Path, required=True, help="a training run directory or a .pth file")
+    predict.add_argument("--out", type=Path, default=None,
+                         help="also copy the outputs to this directory (default: print the artifact directory)")
+    add_model_options(predict.add_argument_group("predict"), stage("predict").params, exclude=("images",))
+    add_model_options(predict.add_argument_group("model (default: the run's own)"), stage("train").params,
+                      exclude=("data_root", "held_out"))
+    add_model_options(predict.add_argument_group("describing new class names (--classes with a list)"),
+                      stage("describe").params, exclude=("dataset", "descriptors"))
+    add_model_options(predict.add_argument_group("verifying new classes' descriptions"), stage("verify").params)
+    _add_store(predict)
+    predict.set_defaults(run=cmd_predict)
 
     verify = commands.add_parser("verify", help="check every artifact against its manifest")
     _add_store(verify)
@@ -365,8 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands that talk to Prefect from their first step; label-space, train, evaluate and demo
-# connect themselves once their input is checked (``_connect``).
+# Commands that talk to Prefect from their first step; label-space, train, evaluate, predict and
+# demo connect themselves once their input is checked (``_connect``).
 SERVER_COMMANDS = {"deploy"}
 
 

@@ -22,11 +22,20 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def _extra(info: FieldInfo | None) -> dict[str, Any]:
+    return info.json_schema_extra if info is not None and isinstance(info.json_schema_extra, dict) else {}
+
+
 def cli_name(model: type[BaseModel], field: str) -> str:
     """The option a field is set by: its ``json_schema_extra["cli"]``, else ``--kebab-case``."""
-    info = model.model_fields.get(field)
-    extra = info.json_schema_extra if info is not None and isinstance(info.json_schema_extra, dict) else {}
-    return str(extra.get("cli", option_name(field)))
+    return str(_extra(model.model_fields.get(field)).get("cli", option_name(field)))
+
+
+def _splitter(separator: str | None) -> Any:
+    """An argparse ``type`` giving a list per value: the value itself, or its non-blank parts."""
+    if separator is None:
+        return lambda value: [value]
+    return lambda value: [part.strip() for part in value.split(separator) if part.strip()]
 
 
 def describe_errors(error: ValidationError, models: Iterable[type[BaseModel]]) -> str:
@@ -56,7 +65,7 @@ def _unwrap_optional(annotation: Any) -> Any:
 
 def _help(info: FieldInfo) -> str:
     text = info.description or ""
-    if not info.is_required() and info.default not in (None, {}, [], ""):
+    if not info.is_required() and info.default_factory is None and info.default not in (None, {}, [], ""):
         default = info.default.value if hasattr(info.default, "value") else info.default
         text += f" (default: {default})"
     return text
@@ -76,6 +85,10 @@ def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is Literal:
             kwargs["choices"] = list(typing.get_args(kind))
+        elif typing.get_origin(kind) is list:
+            # repeated (--query A --query B); a field with json_schema_extra["cli_split"] also splits
+            # each value on it (--held-out person,car)
+            kwargs.update(action="extend", type=_splitter(_extra(info).get("cli_split")), metavar=name.upper())
         elif typing.get_origin(kind) is dict or kind is dict:
             from mmengine.config import DictAction  # mmseg's KEY=VALUE parsing, as in its tools/train.py
 

@@ -1,5 +1,6 @@
 """The pipeline's flows: end to end, the label space alone, and the flows behind ``prolab
-train`` and ``prolab evaluate``, which take any label space directory and checkpoint.
+train``, ``prolab evaluate`` and ``prolab predict``, which take any label space directory and
+checkpoint.
 
 Each flow plans every key first (cheap; bad input fails before any stage runs), then runs
 the stages in DAG order as Prefect tasks (``tasks.registry.run_stages``); a stage whose
@@ -15,16 +16,17 @@ from prefect import flow
 from tasks.model.runs import last_checkpoint
 from tasks.params import EndToEndParams, EvaluateParams, LabelSpaceParams, TrainParams
 from tasks.prefect_tasks import execute_as_task
-from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES, STAGES, run_stages
+from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES, end_to_end, run_stages
 from tasks.store import ArtifactStore
 
 
 @flow(name="end-to-end", log_prints=True)
 def end_to_end_flow(params: EndToEndParams = EndToEndParams(), artifacts: str | None = None) -> str:
-    """Describe, embed, cluster, train and evaluate; returns the evaluation's artifact directory."""
+    """Describe, verify, embed, cluster, repair, train and evaluate (and predict, given images);
+    returns the evaluation's artifact directory."""
     store = ArtifactStore(artifacts)
-    paths = run_stages(params, store, [s.name for s in STAGES], execute=execute_as_task(store))
-    return str(paths[STAGES[-1].name])
+    paths = run_stages(params, store, end_to_end(params), execute=execute_as_task(store))
+    return str(paths["evaluate"])
 
 
 @flow(name="label-space", log_prints=True)
@@ -54,6 +56,17 @@ def evaluate_checkpoint_flow(label_space: str, checkpoint: str, train: TrainPara
                        given={LABEL_SPACE: Path(label_space), "train": training_run(Path(checkpoint))},
                        execute=execute_as_task(store))
     return str(paths["evaluate"])
+
+
+@flow(name="predict-checkpoint", log_prints=True)
+def predict_checkpoint_flow(checkpoint: str, params: EndToEndParams = EndToEndParams(),
+                            artifacts: str | None = None) -> str:
+    """Predict with a training run (directory or checkpoint file) on ``params.predict``'s
+    images; returns the prediction's artifact directory."""
+    store = ArtifactStore(artifacts)
+    paths = run_stages(params, store, ["predict"], given={"train": training_run(Path(checkpoint))},
+                       execute=execute_as_task(store))
+    return str(paths["predict"])
 
 
 def training_run(checkpoint: Path) -> Path:

@@ -10,7 +10,9 @@ writes it (``tasks``). A label space directory (the cluster and repair stages' a
   members`` (list of "class: description"), ``centre`` (list of float, D values);
 - ``class_properties.parquet``: one row per class: ``class_index, class_name`` and one
   0/1 column per property named ``p000, p001, ...`` (the class x property multi-hot);
-- ``label_space.json``: classes in label order, K, the embedder, its dimension;
+- ``label_space.json``: classes in label order, K, the embedder, its dimension (and, for a
+  label space derived from another with classes held out, its ``key``, ``source`` and
+  ``held_out``);
 - ``quality.json`` / ``quality.md``: collisions, cluster sizes, properties per class.
 """
 
@@ -93,7 +95,9 @@ def load_label_space(path: str | Path) -> LabelSpace:
     if list(matrix["class_name"]) != classes:
         raise LabelSpaceError(f"{root}: {CLASS_PROPERTIES} classes differ from {META}")
     manifest = root / "manifest.json"
-    key = json.loads(manifest.read_text())["key"] if manifest.is_file() else root.name
+    # A store artifact's key; else the key a derived label space records (held-out classes left
+    # out of a given one); else the directory's name.
+    key = json.loads(manifest.read_text())["key"] if manifest.is_file() else str(meta.get("key", root.name))
     return LabelSpace(
         path=root,
         classes=classes,

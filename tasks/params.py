@@ -13,6 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 LOCAL_LLM = "local"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+# Cosine below which a description is unexpressed by the trained properties: under the least
+# similar member of every property of the mapped GPT-3.5 label spaces (demo K=16: 0.44, CamVid
+# K=24: 0.49; all-MiniLM-L6-v2), over unrelated phrases ("a cat" 0.19-0.21, "a plate of
+# spaghetti" 0.19). It depends on the embedder (BGE's cosines run higher), so it is an option.
+SIMILARITY_FLOOR = 0.4
 
 
 class StrictModel(BaseModel):
@@ -150,13 +155,46 @@ class TrainParams(StrictModel):
     data_root: Path | None = Field(None, description="dataset root (default: the config's; the demo is generated)")
     cfg_options: dict[str, Any] = Field(default_factory=dict,
                                         description="mmengine config overrides, e.g. {'train_cfg.max_iters': 400}")
+    held_out: list[str] = Field(
+        default_factory=list,
+        description="classes held out of training (their pixels ignored, their descriptions left out of the label "
+                    "space) and scored in evaluation from their descriptions alone: CLASS[,CLASS...]",
+        json_schema_extra={"cli_split": ","})
 
 
 class EvaluateParams(StrictModel):
     split: Literal["val", "test"] = Field("val", description="the dataset split to score")
 
 
+class PredictParams(StrictModel):
+    """What to predict on (images), and what to ask of them (new classes, properties in words)."""
+
+    images: list[Path] = Field(default_factory=list, description="image files, or directories of images")
+    classes: Path | None = Field(
+        None, description="new classes to score without retraining: a {class: [description, ...]} JSON file (the "
+                          "paper's format), or a JSON list of class names for the LLM to describe (--llm)")
+    add: bool = Field(False, description="score the new classes in addition to the trained ones, not instead of them")
+    query: list[str] = Field(default_factory=list,
+                             description="a property in words (e.g. 'covered in fur'): its nearest properties' maps "
+                                         "are written per image; repeat for more")
+    floor: float = Field(SIMILARITY_FLOOR, ge=-1, le=1,
+                         description="a description less similar (cosine) than this to its nearest trained property "
+                                     "is unexpressed")
+    top_properties: int = Field(6, ge=1, le=64, description="property maps per image: its most active properties")
+    query_properties: int = Field(3, ge=1, le=16, description="nearest properties drawn per query")
+    label_space: Path | None = Field(None, description="the label space the run was trained on (default: the run's own)")
+
+    @field_validator("query")
+    @classmethod
+    def _no_blank_query(cls, value: list[str]) -> list[str]:
+        for position, text in enumerate(value, start=1):
+            if not text.strip():
+                raise ValueError(f"query {position} is only whitespace; give a property in words")
+        return [text.strip() for text in value]
+
+
 class EndToEndParams(StrictModel):
     label_space: LabelSpaceParams = LabelSpaceParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    predict: PredictParams = PredictParams()

@@ -29,6 +29,7 @@ from tasks.params import (
     EmbedParams,
     EndToEndParams,
     EvaluateParams,
+    PredictParams,
     RepairParams,
     TrainParams,
     VerifyParams,
@@ -60,6 +61,12 @@ class Stage:
             store: ArtifactStore) -> Path:
         return self.module.run(plan, params, inputs, store)
 
+    def wanted(self, params: EndToEndParams) -> bool:
+        """Whether the end-to-end flow runs it: the module's ``wanted(params)`` where it has one
+        (predict: only when given images), else always."""
+        check = getattr(self.module, "wanted", None)
+        return check(params) if check is not None else True
+
     def status_note(self, directory: Path) -> str:
         """What ``prolab status`` adds about an up-to-date artifact: the module's
         ``status_note(directory)`` where it has one (repair: the pairs it repaired)."""
@@ -75,12 +82,18 @@ STAGES: tuple[Stage, ...] = (
     Stage("repair", "tasks.label_space.repair", {"label_space": "cluster", "verification": "verify"}, RepairParams),
     Stage("train", "tasks.model.train", {"label_space": "repair"}, TrainParams),
     Stage("evaluate", "tasks.model.evaluate", {"run": "train", "label_space": "repair"}, EvaluateParams),
+    Stage("predict", "tasks.model.predict", {"run": "train"}, PredictParams),
 )
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
 # The label-space flow's stages (parameters: ``LabelSpaceParams``); the last one's artifact is
 # the label space that the model stages read.
 LABEL_SPACE_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES if s.module_name.startswith("tasks.label_space."))
 LABEL_SPACE = LABEL_SPACE_STAGES[-1]
+
+
+def end_to_end(params: EndToEndParams) -> list[str]:
+    """The stages the end-to-end flow runs with ``params``, in DAG order."""
+    return [s.name for s in STAGES if s.wanted(params)]
 
 
 def stage(name: str) -> Stage:

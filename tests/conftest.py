@@ -11,6 +11,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 pytest_plugins = [
     "tests.helpers.prefect_server",  # prefect_server, env, cli_env
     "tests.helpers.demo_runs",  # demo_root, demo_label_space, trained_run
+    "tests.helpers.transfer_runs",  # transfer_store, described_label_space, described_run, held_out_run
     "tests.helpers.prefect_runs",  # demo_run
     "tests.helpers.extension",  # extension
 ]

@@ -103,6 +103,18 @@ class PropertyOutputs:
         norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True).clamp_min(1e-8)
         return (dots / norms).view(n, -1, h, w)
 
+    def use_classes(self, multi_hot: torch.Tensor) -> None:
+        """Score another class list with the trained properties, without retraining: the class x
+        property matrix (C' x K) replaces the buffer; the weights and the centres stay as trained,
+        and the checkpoint's label-space key is still the one the weights were trained with."""
+        multi_hot = torch.as_tensor(multi_hot, dtype=self.multi_hot.dtype, device=self.multi_hot.device)
+        if multi_hot.ndim != 2 or multi_hot.shape[1] != self.num_properties or not len(multi_hot):
+            raise LabelSpaceMismatchError(
+                f"{type(self).__name__}: a class matrix of shape {tuple(multi_hot.shape)} does not fit "
+                f"{self.num_properties} trained properties (expected (classes, {self.num_properties}))")
+        self.multi_hot = multi_hot.clone()
+        self.num_classes = self.out_channels = multi_hot.shape[0]
+
     def loss_by_feat(self, logits: torch.Tensor, batch_data_samples: SampleList) -> dict[str, torch.Tensor]:
         """The losses on cos(p, m_label) per pixel at label resolution, from ``csrc.property_cosine``:
         on CPU one fused kernel (upsampling, sigmoid, cosine and their gradient) instead of

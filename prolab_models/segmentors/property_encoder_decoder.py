@@ -7,6 +7,7 @@ from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import OptSampleList, SampleList
+from torch import nn
 
 from prolab_models.decode_heads.property_head import PropertyOutputs
 
@@ -22,6 +23,20 @@ class PropertyEncoderDecoder(EncoderDecoder):
         super().__init__(**kwargs)
         if not isinstance(self.decode_head, PropertyOutputs):
             raise TypeError(f"PropertyEncoderDecoder needs a property decode head, got {type(self.decode_head).__name__}")
+        self.out_channels = self.num_classes + self.decode_head.num_properties
+
+    def use_classes(self, multi_hot: torch.Tensor) -> None:
+        """Score another class list (C' x K rows over the trained properties) without retraining:
+        the decode head's and every property auxiliary head's class matrix is replaced, and
+        inference returns C' class channels. Call it after loading the weights."""
+        heads = [self.decode_head]
+        if getattr(self, "auxiliary_head", None) is not None:
+            auxiliary = self.auxiliary_head
+            heads += list(auxiliary) if isinstance(auxiliary, nn.ModuleList) else [auxiliary]
+        for head in heads:
+            if isinstance(head, PropertyOutputs):
+                head.use_classes(multi_hot)
+        self.num_classes = self.decode_head.num_classes
         self.out_channels = self.num_classes + self.decode_head.num_properties
 
     def encode_decode(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:

@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,14 @@ def embed_texts(texts: Sequence[str], embedder: str, cache_dir: Path) -> np.ndar
         raise ValueError("no texts to embed")
     embedded, _ = embed_descriptions(pd.DataFrame({"text": list(texts)}), embedder, cache_dir)
     return np.stack(embedded["vector"].to_numpy())
+
+
+def text_embedder(embedder: str, cache_dir: Path | None = None) -> Callable[[Sequence[str]], np.ndarray]:
+    """``embed_texts`` with ``embedder``, through the vector cache at ``cache_dir`` (default: the
+    default store's, where the embed stage keeps it)."""
+    if cache_dir is None:
+        cache_dir = ArtifactStore().root / ".cache" / "embeddings"
+    return partial(embed_texts, embedder=embedder, cache_dir=cache_dir)
 
 
 def write_embeddings(directory: Path, table: pd.DataFrame, report: EmbedReport) -> None:

@@ -9,6 +9,7 @@ dataset's fingerprint), computed before any work so that bad input is refused wh
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from tasks.params import TrainParams
 log = logging.getLogger(__name__)
 
 DEMO_DATASET = "ProLabDemoDataset"
+# A work dir's record of the run: its label space (key, path, classes, K), held-out classes, config.
+RUN_RECORD = "label_space.json"
 
 
 def _set_everywhere(node: Any, key: str, value: Any) -> None:
@@ -40,6 +43,11 @@ def _set_everywhere(node: Any, key: str, value: Any) -> None:
     elif isinstance(node, (list, tuple)):
         for item in node:
             _set_everywhere(item, key, value)
+
+
+def use_label_space(cfg: Config, label_space: Path) -> None:
+    """Point every ``label_space`` field of a config (heads, metrics) at ``label_space``."""
+    _set_everywhere(cfg, "label_space", str(label_space))
 
 
 def build_config(
@@ -59,7 +67,7 @@ def build_config(
         cfg.merge_from_dict(cfg_options)
     check_sections(cfg, source)
     check_buildable(cfg, source)
-    _set_everywhere(cfg, "label_space", str(label_space))
+    use_label_space(cfg, label_space)
     if data_root is not None:
         _set_everywhere(cfg, "data_root", str(data_root))
     cfg.work_dir = str(work_dir)
@@ -95,6 +103,31 @@ def dataset_classes(dataset_cfg: dict) -> list[str]:
     return list(DATASETS.get(dataset_cfg["type"]).METAINFO["classes"])
 
 
+def dataset_palette(dataset_cfg: dict) -> list[list[int]]:
+    """The colours of a dataset config's classes: its ``metainfo`` override, else its class's."""
+    from mmseg.registry import DATASETS
+
+    metainfo = dataset_cfg.get("metainfo") or {}
+    palette = metainfo.get("palette") or DATASETS.get(dataset_cfg["type"]).METAINFO.get("palette") or []
+    return [list(map(int, colour)) for colour in palette]
+
+
+def hold_out_classes(cfg: Config, held_out: list[str], source: str | Path) -> None:
+    """Train, and validate while training, on the classes not held out: the datasets of the train
+    and val loaders get ``metainfo.classes`` without them, and mmseg maps a class outside that
+    list to the ignore value as it loads a label map (``BaseSegDataset.get_label_map``), so a
+    held-out pixel counts for nothing and the other classes are numbered in their new order."""
+    from tasks.label_space.transfer import check_held_out
+
+    for loader in ("train_dataloader", "val_dataloader"):
+        if cfg.get(loader) is None:
+            continue
+        dataset = cfg[loader]["dataset"]
+        classes = dataset_classes(dataset)
+        check_held_out(held_out, classes, f"the {dataset['type']} of config {source}")
+        dataset["metainfo"] = {**(dataset.get("metainfo") or {}), "classes": [c for c in classes if c not in held_out]}
+
+
 def check_inputs(cfg: Config, space: LabelSpace, dataloader: str) -> None:
     """Fail before any work when the data root is missing or the label space does not fit."""
     dataset = cfg[dataloader]["dataset"]
@@ -115,6 +148,31 @@ def check_inputs(cfg: Config, space: LabelSpace, dataloader: str) -> None:
     if classes != space.classes:
         log.warning("%s: label space classes %s differ in name from the dataset's %s", space.path, space.classes,
                     classes)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a training run says of itself (``RUN_RECORD`` in its work dir)."""
+
+    label_space: Path | None  # the label space it trained on (a held-out run's own, inside it)
+    label_space_key: str | None
+    held_out: list[str]
+    config: str | None
+    cfg_options: dict[str, Any]
+
+
+def run_record(run: Path) -> RunRecord:
+    """The record of a run directory, or of the work dir holding a checkpoint file; empty for a
+    run without one (a checkpoint from elsewhere)."""
+    directory = run if run.is_dir() else run.parent
+    record = directory / RUN_RECORD
+    if not record.is_file():
+        return RunRecord(None, None, [], None, {})
+    data = json.loads(record.read_text())
+    path = Path(data["path"]) if data.get("path") else None
+    return RunRecord(None if path is None else directory / path if not path.is_absolute() else path,
+                     data.get("key"), list(data.get("held_out", [])), data.get("config"),
+                     dict(data.get("cfg_options") or {}))
 
 
 def last_checkpoint(run: Path) -> Path:
@@ -153,7 +211,10 @@ def resolve_data_root(params: TrainParams) -> Path:
 
 def _config(params: TrainParams, data_root: Path | None) -> Config:
     # Placeholders: the config's identity must not depend on where the store or data live.
-    return build_config(params.config, Path("<label-space>"), Path("<work-dir>"), data_root, params.cfg_options)
+    cfg = build_config(params.config, Path("<label-space>"), Path("<work-dir>"), data_root, params.cfg_options)
+    if params.held_out:
+        hold_out_classes(cfg, params.held_out, params.config)
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -164,6 +225,12 @@ class ModelIdentity:
     config_sha256: str
     dataset: str  # the dataset's fingerprint
     data_root: Path
+
+
+def config_sha256(params: TrainParams) -> str:
+    """The hash of the resolved config alone, for a stage that reads no dataset (predict);
+    a config that cannot run is refused here."""
+    return sha256_text(canonical_json(_config(params, params.data_root).to_dict()))
 
 
 def model_identity(params: TrainParams) -> ModelIdentity:

@@ -21,12 +21,13 @@ prints the final checkpoint's path on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,17 @@ from mmengine.runner import Runner
 from prolab_models.errors import LabelSpaceMismatchError
 from prolab_models.label_space import LabelSpace, load_label_space
 from tasks.files import MANIFEST
+from tasks.label_space.transfer import EmbedFn
 from tasks.model.runs import (
+    RUN_RECORD,
     build_config,
     check_inputs,
+    hold_out_classes,
     last_checkpoint,
     logs_to_stderr,
     model_identity,
     resolve_data_root,
+    use_label_space,
 )
 from tasks.params import EndToEndParams
 from tasks.reports import Report, image, manifest_params, markdown_table, read_json
@@ -52,13 +57,16 @@ from tasks.stage import StagePlan, materialize
 from tasks.store import ArtifactStore
 
 VERSION = "2"
-LABEL_SPACE_RECORD = "label_space.json"
+HELD_OUT_LABEL_SPACE = "label_space"  # a held-out run's own label space, inside its work dir
 MAX_CONFIG_CHARS = 20_000
 
 
-def _record_label_space(work_dir: Path, space: LabelSpace) -> None:
-    """Remember which label space a work dir was trained with; refuse to resume with another."""
-    record = work_dir / LABEL_SPACE_RECORD
+def _record_run(work_dir: Path, space: LabelSpace, config: str | Path, cfg_options: dict | None,
+                held_out: Sequence[str]) -> None:
+    """Remember which label space a work dir was trained with (a path relative to the work dir
+    when it lives inside it, as a held-out run's own does), what it held out and its config;
+    refuse to resume with another label space."""
+    record = work_dir / RUN_RECORD
     if record.is_file():
         previous = json.loads(record.read_text())
         if previous["key"] != space.key:
@@ -68,12 +76,36 @@ def _record_label_space(work_dir: Path, space: LabelSpace) -> None:
         return
     if is_main_process():
         work_dir.mkdir(parents=True, exist_ok=True)
+        inside = space.path.resolve().is_relative_to(work_dir.resolve())
         record.write_text(json.dumps({
             "key": space.key,
-            "path": str(space.path),
+            "path": str(space.path.resolve().relative_to(work_dir.resolve()) if inside else space.path),
             "classes": space.classes,
             "num_properties": space.num_properties,
-        }, indent=2))
+            "held_out": list(held_out),
+            "config": str(config),
+            "cfg_options": cfg_options or {},
+        }, indent=2, default=str))
+
+
+def held_out_label_space(space: LabelSpace, held_out: Sequence[str], work_dir: Path, embed: EmbedFn) -> LabelSpace:
+    """The label space a held-out run trains on, in its work dir (``HELD_OUT_LABEL_SPACE``):
+    derived from ``space`` without the held-out classes (``tasks.label_space.transfer.hold_out``),
+    or found there when resuming. Written aside and renamed into place: every process of a
+    distributed run derives the same one, and the first to finish places it."""
+    from tasks.label_space.transfer import hold_out
+
+    target = work_dir / HELD_OUT_LABEL_SPACE
+    if not target.is_dir():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".label-space-", dir=work_dir))
+        try:
+            hold_out(space, held_out, scratch, embed)
+            with contextlib.suppress(OSError):  # another process placed it first
+                scratch.rename(target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return load_label_space(target)
 
 
 def _prepare_cpu_distributed(cfg: Config) -> None:
@@ -107,22 +139,33 @@ def train(
     data_root: Path | None = None,
     cfg_options: dict | None = None,
     launcher: str = "none",
+    held_out: Sequence[str] = (),
+    embed: EmbedFn | None = None,
 ) -> Path:
     """Train (or resume) a model; return its final checkpoint.
 
     ``config``: a short name (``demo``, ``camvid``, ``ade20k``...) or a config file;
     ``cfg_options``: mmengine overrides, e.g. ``{"train_cfg.max_iters": 400}``;
-    ``launcher``: ``none``, or ``pytorch``/``slurm``/``mpi`` for distributed runs.
+    ``launcher``: ``none``, or ``pytorch``/``slurm``/``mpi`` for distributed runs;
+    ``held_out``: classes whose pixels are ignored, trained on the label space without them
+    (derived in the work dir; ``embed``: the texts' embedding function, by default the label
+    space's embedder through the default store's vector cache).
     """
     work_dir = Path(work_dir)
     space = load_label_space(label_space)
     cfg = build_config(config, space.path, work_dir, data_root, cfg_options)
+    if held_out:
+        from tasks.label_space.embed import text_embedder
+
+        hold_out_classes(cfg, list(held_out), config)  # unknown names are refused before any work
+        space = held_out_label_space(space, held_out, work_dir, embed or text_embedder(space.embedder))
+        use_label_space(cfg, space.path)
     check_inputs(cfg, space, "train_dataloader")
     cfg.launcher = launcher
     if launcher == "pytorch":
         _prepare_cpu_distributed(cfg)
     cfg.resume = any(work_dir.glob("iter_*.pth"))
-    _record_label_space(work_dir, space)
+    _record_run(work_dir, space, config, cfg_options, held_out)
     with logs_to_stderr():
         runner = Runner.from_cfg(cfg)
         runner.train()
@@ -130,11 +173,14 @@ def train(
 
 
 def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
-    """``inputs["label_space"]``: the label space's reference (see ``tasks.stage.input_ref``)."""
+    """``inputs["label_space"]``: the label space's reference (see ``tasks.stage.input_ref``).
+    Held-out classes are named in the key (and change the resolved config it hashes)."""
     identity = model_identity(params.train)
-    return StagePlan("train", VERSION, {"config": params.train.config, "cfg_options": params.train.cfg_options,
-                                        "config_sha256": identity.config_sha256},
-                     {"label_space": inputs["label_space"], "dataset": identity.dataset})
+    settings = {"config": params.train.config, "cfg_options": params.train.cfg_options,
+                "config_sha256": identity.config_sha256}
+    if params.train.held_out:
+        settings["held_out"] = list(params.train.held_out)
+    return StagePlan("train", VERSION, settings, {"label_space": inputs["label_space"], "dataset": identity.dataset})
 
 
 def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:
@@ -147,8 +193,13 @@ def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], sto
 
     def build(out: Path) -> None:
         work_dir = store.root / "train" / f".work-{plan.key}"
+        embed = None
+        if settings.held_out:
+            from tasks.label_space.embed import text_embedder
+
+            embed = text_embedder(load_label_space(inputs["label_space"]).embedder, store.root / ".cache" / "embeddings")
         checkpoint = train(settings.config, inputs["label_space"], work_dir, resolve_data_root(settings),
-                           settings.cfg_options)
+                           settings.cfg_options, held_out=settings.held_out, embed=embed)
         for path in work_dir.iterdir():
             if path.suffix == ".pth" and path != checkpoint or path.name == "last_checkpoint":
                 continue  # keep the final checkpoint only; the record holds an absolute path
@@ -226,8 +277,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
                         help="config overrides, key=value (e.g. train_cfg.max_iters=400)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--held-out", type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+                        default=[], metavar="CLASS[,CLASS...]", help="classes held out of training")
     args = parser.parse_args(argv)
-    checkpoint = train(args.config, args.label_space, args.work_dir, args.data_root, args.cfg_options, args.launcher)
+    checkpoint = train(args.config, args.label_space, args.work_dir, args.data_root, args.cfg_options, args.launcher,
+                       args.held_out)
     if is_main_process():
         print(checkpoint)
 

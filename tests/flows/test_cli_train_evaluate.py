@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from data.demo import DEMO_CLASSES
 from tasks.processes import free_port
@@ -34,7 +35,7 @@ def run(env: dict[str, str], label_space: Path) -> Path:
 def test_train_prints_a_run_with_its_checkpoint_and_reruns_cached(env: dict[str, str], label_space: Path,
                                                                    run: Path) -> None:
     assert run.parent.name == "train" and list(run.glob("iter_2.pth"))
-    assert json.loads((run / "manifest.json").read_text())["inputs"]["label_space"] == f"{label_space.parent.name}/{label_space.name}"
+    assert json.loads((run / "manifest.json").read_text())["inputs"]["label_space"] == f"repair/{label_space.name}"
     again = prolab(env, "train", "--config", "demo", "--label-space", str(label_space), *TINY)
     assert last_line(again) == run and "Cached" in again.stderr
 
@@ -94,3 +95,32 @@ def test_refused_input_starts_no_prefect_server(env: dict[str, str], label_space
     finally:  # a regression would have started one: leave nothing running
         if home.exists():
             prolab(alone, "server", "stop")
+
+
+def test_predict_names_a_corrupt_file_prints_the_output_dir_last_and_reruns_cached(
+        env: dict[str, str], run: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(2):  # any size, any format OpenCV reads
+        Image.new("RGB", (80 + 16 * index, 64), (40 * index, 90, 160)).save(images / f"photo{index}.jpg")
+    (images / "broken.png").write_bytes(b"not a picture")
+    args = ["predict", "--checkpoint", str(run), str(images), "--out", str(tmp_path / "out")]
+    first = prolab(env, *args)
+    out = last_line(first)
+    assert out == (tmp_path / "out").resolve() and "skipped broken.png" in first.stderr, first.stderr[-2000:]
+    assert sorted(p.name for p in (out / "pred").iterdir()) == ["photo0.png", "photo1.png"]
+    assert [r["width"] for r in json.loads((out / "predictions.json").read_text())["images"]] == [80, 96]
+    again = prolab(env, *args)
+    assert last_line(again) == out and "Cached" in again.stderr, again.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--query", "   "], "query 1 is only whitespace"),
+    (["--add"], "--add: give --classes"),
+])
+def test_bad_predict_input_is_named(env: dict[str, str], run: Path, tmp_path: Path, args: list[str],
+                                    expected: str) -> None:
+    Image.new("RGB", (64, 64)).save(tmp_path / "photo.png")
+    result = prolab(env, "predict", "--checkpoint", str(run), str(tmp_path / "photo.png"), *args)
+    assert result.returncode != 0 and expected in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

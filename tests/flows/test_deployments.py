@@ -11,6 +11,7 @@ from pathlib import Path
 
 from data.demo import DEMO_CLASSES
 from tasks.processes import free_port
+from tasks.reports import artifact_key
 from tests.helpers.prefect_runs import (
     PREFECT, PROLAB, STAGES, DemoRun, api, pipeline_params, run_artifact_keys, run_command, stage_states,
     start_deployment, wait_final, write_descriptors,
@@ -61,6 +62,21 @@ def test_a_stage_deployment_computes_only_that_stage(demo_run: DemoRun) -> None:
     assert flow_run.state.name == "Completed", flow_run.state.message
     assert stage_states(demo_run.env, flow_run.id, 1) == {"cluster": "Completed"}
     assert [path.parent.parent.name for path in set(demo_run.store.glob("*/*/manifest.json")) - before] == ["cluster"]
+
+
+def test_the_predict_deployment_predicts_with_the_stored_run_and_an_unchanged_rerun_is_cached(
+        demo_run: DemoRun) -> None:
+    images = sorted((demo_run.data_root / "test").glob("*.png"))[:2]
+    params = {**demo_run.params, "predict": {"images": [str(path) for path in images]}}
+    runs = []
+    for expected in ("Completed", "Cached"):
+        flow_run = wait_final(demo_run.env, start_deployment(demo_run.env, "predict/predict", params))
+        assert flow_run.state.name == "Completed", flow_run.state.message
+        assert stage_states(demo_run.env, flow_run.id, 1) == {"predict": expected}
+        runs.append(flow_run.id)
+    [predicted] = demo_run.store.glob("predict/*/predictions.json")
+    assert [r["name"] for r in json.loads(predicted.read_text())["images"]] == [path.stem for path in images]
+    assert {"predict", artifact_key("predict", "vis", images[0].stem)} <= run_artifact_keys(demo_run.env, runs[0])
 
 
 def test_a_stage_without_its_input_fails_naming_the_stage_to_run_first(demo_run: DemoRun) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 from prefect.flows import load_flow_from_entrypoint
 
-from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES, STAGES, upstream
+from tasks.params import EndToEndParams, PredictParams
+from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES, STAGES, end_to_end, upstream
 from tests.helpers.cli import PROJECT_ROOT
 
 EXPECTED = {
@@ -42,5 +43,12 @@ def test_stages_read_only_from_stages_before_them() -> None:
     for stage in STAGES:
         assert set(stage.inputs.values()) <= seen, stage.name
         seen.add(stage.name)
-    assert upstream("evaluate") == [s.name for s in STAGES]
+    assert upstream("evaluate") == [s.name for s in STAGES if s.name != "predict"]
+    assert upstream("predict") == [s.name for s in STAGES if s.name != "evaluate"]
     assert LABEL_SPACE == LABEL_SPACE_STAGES[-1] and upstream(LABEL_SPACE) == list(LABEL_SPACE_STAGES)
+
+
+def test_the_end_to_end_flow_predicts_only_when_given_images(tmp_path: Path) -> None:
+    assert "predict" not in end_to_end(EndToEndParams())
+    with_images = EndToEndParams(predict=PredictParams(images=[tmp_path]))
+    assert end_to_end(with_images) == [s.name for s in STAGES]

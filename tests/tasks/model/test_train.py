@@ -17,8 +17,8 @@ from PIL import Image
 from data.demo import DEMO_CLASSES
 from prolab_models.datasets import DatasetLayoutError
 from prolab_models.errors import LabelSpaceMismatchError, UnknownConfigError
-from tasks.model.runs import last_checkpoint
-from tasks.model.train import LABEL_SPACE_RECORD, train
+from tasks.model.runs import RUN_RECORD, last_checkpoint
+from tasks.model.train import train
 from tests.helpers.demo_runs import tiny_options
 from tests.helpers.label_space_factory import make_label_space
 from tests.helpers.cli import PROJECT_ROOT as PROJECT
@@ -36,7 +36,7 @@ def test_a_short_run_writes_a_checkpoint_and_its_label_space(trained_run: Path) 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert state["meta"]["iter"] == 2
     assert b"demo-ls" in bytes(state["state_dict"]["decode_head._extra_state"].tolist())
-    assert json.loads((trained_run / LABEL_SPACE_RECORD).read_text())["key"] == "demo-ls"
+    assert json.loads((trained_run / RUN_RECORD).read_text())["key"] == "demo-ls"
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint(tmp_path: Path, demo_root: Path, demo_label_space: Path) -> None:

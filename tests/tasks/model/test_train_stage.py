@@ -18,7 +18,8 @@ def test_two_runs_of_one_training_key_train_once_and_share_its_artifact(tmp_path
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     trained: list[Path] = []
 
-    def slow_train(config: str, label_space: Path, work_dir: Path, data_root: Path, cfg_options: dict) -> Path:
+    def slow_train(config: str, label_space: Path, work_dir: Path, data_root: Path, cfg_options: dict,
+                   **transfer: object) -> Path:
         trained.append(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
         time.sleep(0.3)  # long enough for the second run to arrive while the first trains

@@ -1,0 +1,129 @@
+"""The held-out protocol: held-out pixels ignored in training, the class absent from the training
+label space, present again in evaluation (seen/unseen mIoU, hIoU and the two controls)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS, MODELS
+from PIL import Image
+
+from data.demo import DEMO_CLASSES
+from prolab_models.errors import ProLabInputError
+from prolab_models.label_space import load_label_space
+from tasks.label_space.embed import text_embedder
+from tasks.label_space.transfer import TransferError, held_out_key
+from tasks.model.evaluate import METRICS_FILE, SCORING_LABEL_SPACE, evaluate, transfer_metrics
+from tasks.model.runs import RUN_RECORD, build_config, hold_out_classes, last_checkpoint
+from tasks.model.train import train
+from tasks.store import ArtifactStore
+from tests.helpers.demo_runs import tiny_options
+from tests.helpers.transfer_runs import HELD_OUT
+
+PERSON = DEMO_CLASSES.index("person")
+
+
+@pytest.fixture(scope="module")
+def embed(transfer_store: ArtifactStore):
+    return text_embedder("all-MiniLM-L6-v2", transfer_store.root / ".cache" / "embeddings")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory, held_out_run: Path, demo_root: Path,
+              described_label_space: Path, embed) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("held-out-eval")
+    metrics = evaluate("demo", described_label_space, held_out_run, out, demo_root, "test", tiny_options(2),
+                       num_pictures=1, held_out=HELD_OUT, embed=embed)
+    return out, metrics
+
+
+def test_held_out_pixels_are_ignored_in_the_label_stack(demo_root: Path, described_label_space: Path,
+                                                        tmp_path: Path) -> None:
+    """What the loss sees: the training dataset (its label map, as mmseg loads it) stacked by the head."""
+    cfg = build_config("demo", described_label_space, tmp_path, demo_root, tiny_options(2))
+    hold_out_classes(cfg, ["car"], "demo")
+    init_default_scope("mmseg")
+    dataset_cfg = cfg.train_dataloader.dataset
+    dataset_cfg.pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
+    dataset = DATASETS.build(dataset_cfg)
+    head = MODELS.build(cfg.model).decode_head
+    seen = [c for c in DEMO_CLASSES if c != "car"]
+    assert list(dataset.metainfo["classes"]) == seen
+    samples = [dataset[i]["data_samples"] for i in range(len(dataset))]
+    stacked = head._stack_batch_gt(samples)[:, 0].numpy()
+    raw = np.stack([np.array(Image.open(dataset.get_data_info(i)["seg_map_path"])) for i in range(len(dataset))])
+    car = DEMO_CLASSES.index("car")
+    assert (raw == car).any() and (stacked[raw == car] == 255).all()
+    for index, name in enumerate(DEMO_CLASSES):
+        if name != "car":
+            assert (stacked[raw == index] == seen.index(name)).all(), name
+    assert ((stacked == 255) == ((raw == car) | (raw == 255))).all()
+
+
+def test_the_held_out_class_is_absent_from_the_training_label_space(held_out_run: Path,
+                                                                    described_label_space: Path) -> None:
+    record = json.loads((held_out_run / RUN_RECORD).read_text())
+    own = load_label_space(held_out_run / record["path"])
+    source = load_label_space(described_label_space)
+    assert record["held_out"] == HELD_OUT and record["path"] == "label_space"
+    assert own.classes == [c for c in DEMO_CLASSES if c != "person"] and own.key == held_out_key(source.key, HELD_OUT)
+    state = torch.load(last_checkpoint(held_out_run), map_location="cpu", weights_only=True)["state_dict"]
+    assert state["decode_head.multi_hot"].shape == (6, source.num_properties)
+    assert own.key.encode() in bytes(state["decode_head._extra_state"].tolist())
+
+
+def test_evaluation_scores_the_held_out_class_from_its_descriptions(evaluated: tuple[Path, dict],
+                                                                    held_out_run: Path) -> None:
+    out, metrics = evaluated
+    assert json.loads((out / METRICS_FILE).read_text()) == metrics
+    assert set(metrics["per_class_iou"]) == set(DEMO_CLASSES) and metrics["held_out"] == HELD_OUT
+    assert metrics == metrics | transfer_metrics(metrics["per_class_iou"], HELD_OUT)
+    scoring = load_label_space(out / SCORING_LABEL_SPACE)
+    own = load_label_space(held_out_run / "label_space")
+    assert scoring.classes == list(DEMO_CLASSES) and scoring.key.startswith(own.key)
+    np.testing.assert_array_equal(np.delete(scoring.multi_hot, PERSON, axis=0), own.multi_hot)
+    assert scoring.multi_hot[PERSON].any()
+    assert metrics["unseen_properties"]["person"] == [own.property_names[i]
+                                                      for i in np.flatnonzero(scoring.multi_hot[PERSON])]
+    for control in ("swapped", "random_words"):
+        found = metrics["controls"][control]
+        assert set(found) >= {"mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "per_class_iou"}
+        assert set(found["per_class_iou"]) == {"person"}
+    assert metrics["controls"]["swapped"]["descriptions_of"]["person"] in DEMO_CLASSES
+    assert metrics["seconds_per_image"] > 0 and (out / "overlays.png").is_file()
+
+
+def test_hiou_is_the_harmonic_mean_of_seen_and_unseen_miou() -> None:
+    per_class = {"sky": 80.0, "road": 60.0, "car": None, "person": 30.0, "tree": 10.0}
+    found = transfer_metrics(per_class, ["person", "tree"])
+    assert found == {"mIoU_seen": 70.0, "mIoU_unseen": 20.0, "hIoU": round(2 * 70 * 20 / 90, 2)}
+    assert transfer_metrics({"sky": 50.0, "person": 0.0}, ["person"])["hIoU"] == 0.0
+    assert transfer_metrics({"sky": 0.0, "person": 0.0}, ["person"])["hIoU"] == 0.0
+    assert transfer_metrics({"sky": 50.0, "person": None}, ["person"])["hIoU"] is None
+
+
+def test_a_held_out_run_is_evaluated_holding_out_the_same_classes(held_out_run: Path, described_run: Path,
+                                                                  demo_root: Path, described_label_space: Path,
+                                                                  tmp_path: Path) -> None:
+    with pytest.raises(ProLabInputError, match=r"trained holding out person, evaluated with --held-out \(none\); "
+                                               r"evaluate it with --held-out person"):
+        evaluate("demo", described_label_space, held_out_run, tmp_path, demo_root, "test", tiny_options(2))
+    with pytest.raises(ProLabInputError, match="trained holding out no class, evaluated with --held-out car"):
+        evaluate("demo", described_label_space, described_run, tmp_path, demo_root, "test", tiny_options(2),
+                 held_out=["car"])
+
+
+@pytest.mark.parametrize("held_out, message", [
+    (["pedestrian"], "--held-out 'pedestrian': not a class of the ProLabDemoDataset of config demo"),
+    (list(DEMO_CLASSES), "every class of the ProLabDemoDataset of config demo is held out"),
+])
+def test_bad_held_out_classes_are_refused_before_training(held_out: list[str], message: str, demo_root: Path,
+                                                          described_label_space: Path, tmp_path: Path) -> None:
+    with pytest.raises(TransferError, match=message):
+        train("demo", described_label_space, tmp_path / "work", demo_root, tiny_options(2), held_out=held_out)
+    assert not (tmp_path / "work").exists()
