@@ -32,7 +32,7 @@ _MISSING = object()
 
 CONFIGS: dict[str, str] = {
     # CPU, from scratch, minutes. demo: ViT-Adapter-T, the default pipeline's model; camvid: the
-    # CPU config that scored best on camvid_mini at that budget (configs/README.md has the others)
+    # ResNet-18-D16 DeepLabV3+ (configs/README.md: what was measured to choose it, and what not yet)
     "demo": "prolab-upernet_vit-adapter-t_1xb8-300_demo-128x128.py",
     "demo_ce": "upernet_vit-adapter-t_1xb8-300_demo-128x128.py",
     "camvid": "prolab-deeplabv3plus_r18-d16_1xb8-400_camvid-256x256.py",
