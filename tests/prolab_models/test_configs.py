@@ -7,12 +7,22 @@ import functools
 import re
 
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.hub import get_config
 from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
 from mmseg.registry import DATASETS, MODELS
+from mmseg.structures import SegDataSample
 
-from prolab_models.configs import CONFIGS, check_overrides, check_sections, load_config, resolve_config
+from prolab_models.configs import (
+    CONFIGS,
+    check_overrides,
+    check_sections,
+    load_config,
+    one_hot_twin,
+    resolve_config,
+)
 from prolab_models.errors import InvalidConfigError, UnknownConfigError
 from tests.helpers.label_space_factory import make_label_space
 
@@ -66,6 +76,15 @@ def _without_property_settings(cfg: Config) -> dict:
     return config
 
 
+def test_every_prolab_config_but_the_paper_s_has_a_one_hot_twin() -> None:
+    """``prolab demo --baseline`` and the benchmarks train the twin that ``one_hot_twin`` names."""
+    prolab = [name for name in CONFIGS if not name.endswith("_ce")]
+    assert {name: one_hot_twin(name) for name in prolab if name not in PAPER} == {
+        name: f"{name}_ce" for name in prolab if name not in PAPER}
+    assert [name for name in prolab if one_hot_twin(name) is None] == list(PAPER)
+    assert one_hot_twin("camvid_ce") is None
+
+
 @pytest.mark.parametrize("name", TWINS)
 def test_prolab_config_differs_from_its_one_hot_twin_in_its_heads_alone(name: str) -> None:
     """Same backbone, data, schedule and budget; the heads are the twin's with properties out."""
@@ -79,10 +98,11 @@ def test_prolab_config_differs_from_its_one_hot_twin_in_its_heads_alone(name: st
 
 
 @pytest.mark.parametrize("name", sorted(n for n in CONFIGS if parse(n).model.backbone.type != "ViTAdapter"))
-def test_cnn_and_segformer_configs_build_at_full_size(name: str, tmp_path) -> None:
+def test_cnn_and_segformer_configs_build_at_full_size_and_train(name: str, tmp_path) -> None:
     """The model as the config states it (pretrained weights are loaded later, by init_weights),
-    with a label space of the dataset's classes."""
-    cfg = parse(name)
+    with a label space of the dataset's classes, gives a finite training loss on two 64x64 images
+    (configs not run through the CLI in tests/flows/test_cli_paper_configs.py get this much)."""
+    cfg = load_config(name)  # a copy of its own: building sets backbone.pretrained in the dict it is given
     classes = DATASETS.get(cfg.train_dataloader.dataset.type).METAINFO["classes"]
     space = make_label_space(tmp_path / "ls", list(classes), k=16)
     for head in ("decode_head", "auxiliary_head"):
@@ -92,6 +112,16 @@ def test_cnn_and_segformer_configs_build_at_full_size(name: str, tmp_path) -> No
     model = MODELS.build(cfg.model)
     assert model.decode_head.num_classes == len(classes)
     assert type(model.decode_head).__name__ == cfg.model.decode_head.type
+    generator = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(2):  # ASPP's image pooling branch needs two images for BatchNorm
+        label = torch.randint(0, len(classes), (1, 64, 64), generator=generator)
+        sample = SegDataSample(gt_sem_seg=PixelData(data=label))
+        sample.set_metainfo({"img_shape": (64, 64), "pad_shape": (64, 64), "ori_shape": (64, 64)})
+        samples.append(sample)
+    losses = model.train().loss(torch.randn(2, 3, 64, 64, generator=generator), samples)
+    total = sum(value for key, value in losses.items() if "loss" in key)
+    assert torch.isfinite(total) and total > 0
 
 
 def _unscoped(node: object) -> object:
