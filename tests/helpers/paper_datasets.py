@@ -1,5 +1,6 @@
-"""Tiny stand-ins for the paper's datasets (and CamVid's and the demo's SegNet layout), written in each one's real mmseg layout and label
-convention, so the paper's configs can run end to end where the real datasets are absent.
+"""Tiny stand-ins for the paper's datasets (and CamVid's SegNet layout), written in each one's
+real mmseg layout and label convention, so the paper's configs can run end to end where the real
+datasets are absent.
 
 Each dataset gets a few small images per split, with blocky label maps that use every kind of
 value the real annotations hold: class ids, the ignore value 255 where the dataset has one, and
@@ -52,8 +53,6 @@ LAYOUTS: dict[str, Layout] = {
                       (0, 18), 255, (36, 64)),
     # SegNet's CamVid: 11 classes as 0..10, 11 unlabelled
     "camvid": Layout(("train", "val"), "{split}/{stem}.png", "{split}annot/{stem}.png", (0, 10), 11, (48, 64)),
-    # the generated demo scenes' layout: 7 classes as 0..6, 255 unlabelled
-    "demo": Layout(("train", "val"), "{split}/{stem}.png", "{split}annot/{stem}.png", (0, 6), 255, (64, 80)),
 }
 
 
