@@ -1,7 +1,8 @@
 """label_space_training: does a property label space train a better model than one-hot classes?
 
 Side by side, on the demo (its config's budget, K = 16) and on ../shared/data/camvid_mini (the
-camvid config's budget, 400 iterations, K = 24), each scored on the val split, one training
+camvid config's budget, 400 iterations, K = 24; since issue 14 ``camvid`` is the ResNet-18-D16
+DeepLabV3+, the ViT-Adapter-T is ``camvid_vit-adapter``), each scored on the val split, one training
 seed (``randomness.seed``, 0 by default) and k-means seed 0:
 
 - ``one-hot CE``: the config's one-hot twin (``demo_ce``, ``camvid_ce``);

@@ -1,3 +1,6 @@
-from prolab_models.decode_heads.property_head import PropertyFCNHead, PropertyOutputs, PropertyUPerHead
+from prolab_models.decode_heads.property_head import (PropertyASPPHead, PropertyDepthwiseSeparableASPPHead,
+                                                      PropertyFCNHead, PropertyLRASPPHead, PropertyOutputs,
+                                                      PropertySegformerHead, PropertyUPerHead)
 
-__all__ = ["PropertyFCNHead", "PropertyOutputs", "PropertyUPerHead"]
+__all__ = ["PropertyASPPHead", "PropertyDepthwiseSeparableASPPHead", "PropertyFCNHead", "PropertyLRASPPHead",
+           "PropertyOutputs", "PropertySegformerHead", "PropertyUPerHead"]

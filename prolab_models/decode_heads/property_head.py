@@ -12,6 +12,12 @@ work unchanged; ``predict_properties`` also returns p, for evaluation.
 The label space is an input: ``label_space=<directory>`` in the head config. Its centres and
 multi-hot live in non-trainable buffers, and its key is saved in the checkpoint (the head's
 extra state), so loading weights trained on another label space fails loudly.
+
+Any mmseg decode head whose ``forward`` ends in ``cls_seg`` (they all do) becomes a property
+head by mixing ``PropertyOutputs`` in before it: the mixin swaps the classifier, the loss and
+the decoding, and leaves the head's own layers alone. So a config changes
+``type='ASPPHead'`` to ``type='PropertyASPPHead'``, adds ``label_space`` and the cosine loss,
+and nothing else.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from mmseg.models.decode_heads import FCNHead, UPerHead
+from mmseg.models.decode_heads import (ASPPHead, DepthwiseSeparableASPPHead, FCNHead, LRASPPHead, SegformerHead,
+                                       UPerHead)
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
@@ -55,15 +62,20 @@ def _pixel_accuracy(prediction: torch.Tensor, label: torch.Tensor, ignore_index:
 
 
 class PropertyOutputs:
-    """What the property heads share; mixed in before the mmseg head it changes."""
+    """ProLab's property output for any mmseg decode head: mixed in before the head it changes
+    (``class PropertyASPPHead(PropertyOutputs, ASPPHead)``). The head is built as mmseg builds it,
+    with the label space's class count; then its classifier becomes a D-channel embedding layer
+    and the label space is kept in buffers."""
 
     temperature: float
     label_space_key: str
     centres: torch.Tensor
     multi_hot: torch.Tensor
 
-    def _init_properties(self, space: LabelSpace, temperature: float) -> None:
-        """Swap the classifier for a D-channel embedding layer and keep the label space."""
+    def __init__(self, label_space: str | Path | None = None, temperature: float = 0.04,
+                 num_classes: int | None = None, **kwargs) -> None:
+        space = _load(label_space, num_classes, type(self).__name__)
+        super().__init__(num_classes=space.num_classes, **kwargs)
         self.temperature = temperature
         self.label_space_key = space.key
         self.label_space_summary = f"{space.path} ({space.num_classes} classes, K={space.num_properties})"
@@ -168,21 +180,29 @@ class PropertyOutputs:
 
 @MODELS.register_module()
 class PropertyUPerHead(PropertyOutputs, UPerHead):
-    """UPerNet head with ProLab's property output (the paper's decode head)."""
-
-    def __init__(self, label_space: str | Path | None = None, temperature: float = 0.04,
-                 num_classes: int | None = None, **kwargs) -> None:
-        space = _load(label_space, num_classes, type(self).__name__)
-        super().__init__(num_classes=space.num_classes, **kwargs)
-        self._init_properties(space, temperature)
+    """UPerNet's head with ProLab's property output (the paper's decode head)."""
 
 
 @MODELS.register_module()
 class PropertyFCNHead(PropertyOutputs, FCNHead):
-    """FCN head with ProLab's property output (the paper's auxiliary head)."""
+    """FCN's head with ProLab's property output (the paper's auxiliary head)."""
 
-    def __init__(self, label_space: str | Path | None = None, temperature: float = 0.04,
-                 num_classes: int | None = None, **kwargs) -> None:
-        space = _load(label_space, num_classes, type(self).__name__)
-        super().__init__(num_classes=space.num_classes, **kwargs)
-        self._init_properties(space, temperature)
+
+@MODELS.register_module()
+class PropertyASPPHead(PropertyOutputs, ASPPHead):
+    """DeepLabV3's ASPP head with ProLab's property output."""
+
+
+@MODELS.register_module()
+class PropertyDepthwiseSeparableASPPHead(PropertyOutputs, DepthwiseSeparableASPPHead):
+    """DeepLabV3+'s head (separable ASPP and a low-level decoder) with ProLab's property output."""
+
+
+@MODELS.register_module()
+class PropertySegformerHead(PropertyOutputs, SegformerHead):
+    """SegFormer's all-MLP head with ProLab's property output."""
+
+
+@MODELS.register_module()
+class PropertyLRASPPHead(PropertyOutputs, LRASPPHead):
+    """MobileNetV3's Lite R-ASPP head with ProLab's property output."""

@@ -1,5 +1,6 @@
-"""Tiny stand-ins for the paper's datasets, written in each one's real mmseg layout and label
-convention, so the paper's configs can run end to end where the real datasets are absent.
+"""Tiny stand-ins for the paper's datasets (and CamVid's SegNet layout), written in each one's
+real mmseg layout and label convention, so the paper's configs can run end to end where the real
+datasets are absent.
 
 Each dataset gets a few small images per split, with blocky label maps that use every kind of
 value the real annotations hold: class ids, the ignore value 255 where the dataset has one, and
@@ -50,6 +51,8 @@ LAYOUTS: dict[str, Layout] = {
     # BDD100K 10K sem_seg masks: Cityscapes' train ids 0..18, 255 unlabelled, no converter
     "bdd100k": Layout(("train", "val"), "images/10k/{split}/{stem}.jpg", "labels/sem_seg/masks/{split}/{stem}.png",
                       (0, 18), 255, (36, 64)),
+    # SegNet's CamVid: 11 classes as 0..10, 11 unlabelled
+    "camvid": Layout(("train", "val"), "{split}/{stem}.png", "{split}annot/{stem}.png", (0, 10), 11, (48, 64)),
 }
 
 

@@ -1,4 +1,8 @@
-"""Property heads, the cosine loss and class decoding (method.md section 4)."""
+"""Property heads, the cosine loss and class decoding (method.md section 4).
+
+The mixin's arithmetic is tested once, on the UPerNet head; what could differ between heads
+(shapes, the loss and scores on each head's own output, mmseg's inference and metric, the label
+space check) is tested for every registered ``Property*`` head."""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.config import ConfigDict
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
+from mmseg.evaluation import IoUMetric
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
@@ -35,6 +41,39 @@ def uper(label_space: Path | None, **kwargs) -> torch.nn.Module:
 
 def features(n: int = 2) -> list[torch.Tensor]:
     return [torch.randn(n, 8, 16 // 2**i, 16 // 2**i) for i in range(4)]
+
+
+# Every Property* head as a config builds it, on the maps of a dilated ("D8") 4-stage backbone
+# as mmseg's DeepLab and LRASPP configs use (the channels below at strides 4, 8, 8, 8): its own
+# mmseg settings, the input size it is fed, and the stride of its logits. mmseg's LRASPP pools
+# 49x49 windows of its last map, so it needs 8 x 49 = 392 pixels.
+CHANNELS, STRIDES = (8, 16, 32, 64), (4, 8, 8, 8)
+HEADS: dict[str, tuple[dict, int, int]] = {
+    "PropertyUPerHead": (dict(in_channels=list(CHANNELS), in_index=[0, 1, 2, 3], pool_scales=(1, 2), channels=8),
+                         64, 4),
+    "PropertyFCNHead": (dict(in_channels=32, in_index=2, channels=8, num_convs=1, concat_input=False), 64, 8),
+    "PropertyASPPHead": (dict(in_channels=64, in_index=3, channels=8, dilations=(1, 2)), 64, 8),
+    "PropertyDepthwiseSeparableASPPHead": (dict(in_channels=64, in_index=3, channels=8, dilations=(1, 2),
+                                                c1_in_channels=8, c1_channels=4), 64, 4),
+    "PropertySegformerHead": (dict(in_channels=list(CHANNELS), in_index=[0, 1, 2, 3], channels=8), 64, 4),
+    "PropertyLRASPPHead": (dict(in_channels=(8, 16, 64), in_index=(0, 1, 3), input_transform="multiple_select",
+                                channels=8, branch_channels=(4, 4)), 392, 4),
+}
+
+
+def head(name: str, label_space: Path | None, **kwargs) -> torch.nn.Module:
+    settings = HEADS[name][0]
+    return MODELS.build(dict(type=name, label_space=label_space and str(label_space), norm_cfg=dict(type="BN"),
+                             loss_decode=dict(type="PropertyCosineLoss"), **settings, **kwargs))
+
+
+def backbone_maps(size: int, n: int = 2) -> list[torch.Tensor]:
+    return [torch.randn(n, c, size // s, size // s) for c, s in zip(CHANNELS, STRIDES)]
+
+
+def properties_by_definition(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """p = sigmoid(z / T) of the logits upsampled as mmseg upsamples class logits."""
+    return torch.sigmoid(F.interpolate(logits, size, mode="bilinear", align_corners=False) / 0.04)
 
 
 def sample(label: torch.Tensor) -> SegDataSample:
@@ -85,16 +124,6 @@ def test_fused_loss_is_the_definition(label_space: Path) -> None:
     torch.testing.assert_close(grads[0], grads[1])
 
 
-def test_k_properties_drive_a_head_with_k_outputs(tmp_path: Path) -> None:
-    space = make_label_space(tmp_path / "ls", CLASSES, k=7, dim=10)
-    head = uper(space)
-    assert head.conv_seg.out_channels == 10  # the D-dim embedding
-    logits = head(features())
-    assert logits.shape == (2, 7, 16, 16)  # K property logits
-    assert head.num_classes == 3 and head.num_properties == 7
-    trainable = {n for n, _ in head.named_parameters()}
-    assert "centres" not in trainable and "multi_hot" not in trainable
-    assert {"centres", "multi_hot"} <= {n for n, _ in head.named_buffers()}
 
 
 def test_logits_are_the_embedding_against_normalised_centres(label_space: Path) -> None:
@@ -116,15 +145,6 @@ def test_classes_decode_from_their_property_rows(label_space: Path) -> None:
     assert scores[0, :, 0, 0].tolist() == pytest.approx([1.0, 0.0, 1 / np.sqrt(6)])  # (1,1,0,0,0) vs (0,1,0,1,1)
 
 
-def test_loss_and_gradients_of_the_head(label_space: Path) -> None:
-    head = uper(label_space)
-    label = torch.randint(0, 3, (16, 16))
-    label[:2] = 255
-    losses = head.loss(features(2), [sample(label), sample(label)], train_cfg={})
-    assert set(losses) == {"loss_prop", "acc_seg"}
-    assert 0.0 <= losses["loss_prop"].item() <= 1.0
-    losses["loss_prop"].backward()
-    assert head.conv_seg.weight.grad.abs().sum() > 0
 
 
 def test_predict_returns_class_scores_at_the_input_size(label_space: Path) -> None:
@@ -136,26 +156,10 @@ def test_predict_returns_class_scores_at_the_input_size(label_space: Path) -> No
     assert ((both[:, 3:] >= 0) & (both[:, 3:] <= 1)).all()
 
 
-def test_fcn_head_is_a_property_head_too(label_space: Path) -> None:
-    head = MODELS.build(dict(type="PropertyFCNHead", label_space=str(label_space), in_channels=8, in_index=2,
-                             channels=4, num_convs=1, concat_input=False, norm_cfg=dict(type="BN"),
-                             loss_decode=dict(type="PropertyCosineLoss", loss_weight=0.4)))
-    assert head(features()).shape == (2, 5, 4, 4)
 
 
-def test_missing_label_space_and_wrong_num_classes_are_refused(label_space: Path) -> None:
-    with pytest.raises(LabelSpaceMismatchError, match="label_space is not set"):
-        uper(None)
-    with pytest.raises(LabelSpaceMismatchError, match="num_classes=4 but label space .* has 3 classes"):
-        uper(label_space, num_classes=4)
 
 
-def test_weights_of_another_label_space_are_refused(label_space: Path, tmp_path: Path) -> None:
-    other = make_label_space(tmp_path / "other", CLASSES, dim=12, multi_hot=MULTI_HOT, key="ls-b")
-    state = uper(other).state_dict()
-    with pytest.raises(LabelSpaceMismatchError, match="trained with label space 'ls-b'"):
-        uper(label_space).load_state_dict(state)
-    uper(label_space).load_state_dict(uper(label_space).state_dict())  # same key: fine
 
 
 def test_segmentor_returns_classes_and_properties(label_space: Path) -> None:
@@ -177,3 +181,109 @@ def test_segmentor_returns_classes_and_properties(label_space: Path) -> None:
     assert out.seg_logits.data.shape == (3, 64, 96)
     assert out.pred_properties.data.shape == (5, 64, 96)
     assert torch.equal(out.pred_sem_seg.data, out.seg_logits.data.argmax(0, keepdim=True))
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_outputs_k_property_logits_from_a_d_dim_embedding(name: str, tmp_path: Path) -> None:
+    space = make_label_space(tmp_path / "ls", CLASSES, k=7, dim=10)
+    module = head(name, space)
+    size, stride = HEADS[name][1:]
+    assert module.conv_seg.out_channels == 10  # the D-dim embedding
+    assert module(backbone_maps(size)).shape == (2, 7, size // stride, size // stride)  # K property logits
+    assert module.num_classes == 3 and module.num_properties == 7
+    assert {"centres", "multi_hot"} <= {n for n, _ in module.named_buffers()}
+    assert not {"centres", "multi_hot"} & {n for n, _ in module.named_parameters()}
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_loss_is_one_minus_the_cosine_of_its_properties_and_the_label_row(name: str, label_space: Path) -> None:
+    """The head's training loss (the fused kernel) against 1 - cos(p, m_label) written out from
+    its own forward pass, with the same gradient on the embedding layer."""
+    module = head(name, label_space).train()
+    size = HEADS[name][1]
+    maps = backbone_maps(size)
+    label = torch.randint(0, 3, (2, size, size))
+    label[:, : size // 8] = 255
+    torch.manual_seed(0)  # the same dropout mask in both passes
+    loss = module.loss(maps, [sample(label[0]), sample(label[1])], train_cfg={})["loss_prop"]
+    torch.manual_seed(0)
+    properties = properties_by_definition(module(maps), (size, size))
+    valid = label != 255
+    rows = torch.from_numpy(MULTI_HOT)[torch.where(valid, label, 0)].permute(0, 3, 1, 2)
+    cosine = F.cosine_similarity(properties, rows, dim=1)
+    expected = ((1 - cosine) * valid).sum() / valid.sum()
+    torch.testing.assert_close(loss, expected)
+    grads = [torch.autograd.grad(value, module.conv_seg.weight)[0] for value in (loss, expected)]
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_scores_each_class_by_the_cosine_of_its_multi_hot_row(name: str, label_space: Path) -> None:
+    module = head(name, label_space).eval()
+    size = HEADS[name][1]
+    maps = backbone_maps(size, n=1)
+    metas = [dict(img_shape=(size, size), pad_shape=(size, size))]
+    with torch.no_grad():
+        scores = module.predict(maps, metas, test_cfg={})
+        properties = properties_by_definition(module(maps), (size, size))
+    rows = torch.from_numpy(MULTI_HOT)[None, :, :, None, None]  # (1, C, K, 1, 1)
+    expected = F.cosine_similarity(properties[:, None], rows, dim=2)
+    assert scores.shape == (1, 3, size, size)
+    torch.testing.assert_close(scores, expected)
+
+
+def segmentor(kind: str, name: str, label_space: Path) -> torch.nn.Module:
+    """mmseg's EncoderDecoder (or ours) on a thin ResNet-18-D8 whose stages give ``CHANNELS``."""
+    return MODELS.build(dict(
+        type=kind,
+        data_preprocessor=dict(type="SegDataPreProcessor", mean=[0, 0, 0], std=[1, 1, 1]),
+        backbone=dict(type="ResNetV1c", depth=18, stem_channels=8, base_channels=8, strides=(1, 2, 1, 1),
+                      dilations=(1, 1, 2, 4), norm_cfg=dict(type="BN")),
+        decode_head=dict(type=name, label_space=str(label_space), norm_cfg=dict(type="BN"),
+                         loss_decode=dict(type="PropertyCosineLoss"), **HEADS[name][0]),
+        test_cfg=ConfigDict(mode="whole"))).eval()
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_mmseg_inference_and_iou_metric_run_unchanged_on_a_property_head(name: str, label_space: Path) -> None:
+    """A property head in mmseg's own EncoderDecoder: class scores come out of mmseg's inference,
+    IoUMetric scores them as it scores any model; PropertyEncoderDecoder predicts the same classes
+    and adds the properties."""
+    init_default_scope("mmseg")
+    size = HEADS[name][1]
+    plain = segmentor("EncoderDecoder", name, label_space)
+    ours = segmentor("PropertyEncoderDecoder", name, label_space)
+    ours.load_state_dict(plain.state_dict())
+    label = torch.randint(0, 3, (size, size))
+    data = {"inputs": [torch.randint(0, 256, (3, size, size), dtype=torch.uint8)], "data_samples": [sample(label)]}
+    with torch.no_grad():
+        out = plain.test_step(data)[0]
+        both = ours.test_step(data)[0]
+    assert out.seg_logits.data.shape == (3, size, size)
+    torch.testing.assert_close(both.seg_logits.data, out.seg_logits.data)
+    assert torch.equal(both.pred_sem_seg.data, out.pred_sem_seg.data)
+    assert both.pred_properties.data.shape == (5, size, size)
+
+    metric = IoUMetric(iou_metrics=["mIoU"])
+    metric.dataset_meta = {"classes": CLASSES}
+    metric.process({}, [out.to_dict()])
+    prediction = out.pred_sem_seg.data[0]
+    ious = [((prediction == c) & (label == c)).sum() / ((prediction == c) | (label == c)).sum() for c in range(3)]
+    assert metric.compute_metrics(metric.results)["mIoU"] == pytest.approx(100 * np.nanmean(ious), abs=0.01)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_without_a_fitting_label_space_is_refused(name: str, label_space: Path) -> None:
+    with pytest.raises(LabelSpaceMismatchError, match=f"{name}: label_space is not set"):
+        head(name, None)
+    with pytest.raises(LabelSpaceMismatchError, match="num_classes=4 but label space .* has 3 classes"):
+        head(name, label_space, num_classes=4)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_refuses_weights_of_another_label_space(name: str, label_space: Path, tmp_path: Path) -> None:
+    other = make_label_space(tmp_path / "other", CLASSES, dim=12, multi_hot=MULTI_HOT, key="ls-b")
+    state = head(name, other).state_dict()
+    with pytest.raises(LabelSpaceMismatchError, match="trained with label space 'ls-b'"):
+        head(name, label_space).load_state_dict(state)
+    head(name, label_space).load_state_dict(head(name, label_space).state_dict())  # same key: fine

@@ -1,0 +1,15 @@
+# The one-hot (cross-entropy) twin of ProLab's DeepLabV3+ ResNet-18-D16 demo config: same model and
+# budget (batch 16 of 128x128 crops, 300 iterations).
+_base_ = [
+    './_base_/models/deeplabv3plus_r18-d16_cpu.py',
+    './_base_/datasets/demo.py',
+    './_base_/default_runtime_cpu.py',
+    './_base_/schedules/schedule_cpu_demo.py',
+]
+custom_imports = dict(imports=['prolab_models.register'], allow_failed_imports=False)
+crop_size = (128, 128)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    decode_head=dict(num_classes=7),
+    auxiliary_head=dict(num_classes=7))
+train_dataloader = dict(batch_size=16)

@@ -1,0 +1,3 @@
+# The one-hot twin of ProLab's SegFormer-MiT-B1 on ADE20K: mmseg's own config, as it is.
+_base_ = ['mmseg::segformer/segformer_mit-b1_8xb2-160k_ade20k-512x512.py']
+custom_imports = dict(imports=['prolab_models.register'], allow_failed_imports=False)
