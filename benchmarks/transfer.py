@@ -5,7 +5,8 @@ classes (``shared/data/cityscapes_class_maps.json``; ``label_space_quality.mappe
 imported (no verify, no repair), embedded with all-MiniLM-L6-v2 and clustered with the K of
 label_space_quality (demo 16, CamVid 24), seed 0. Models: the shipped configs at their budgets
 (``demo``: ViT-Adapter-T, 300 iterations on the generated demo, scored on its test split;
-``camvid``: 400 iterations on ``shared/data/camvid_mini``, scored on its val split).
+``camvid``: a ResNet-18-D16 DeepLabV3+, 400 iterations on ``shared/data/camvid_mini``, scored
+on its val split).
 
 Per experiment: the model trained with the held-out classes' pixels ignored and their
 descriptions out of the label space, evaluated with them added back from their descriptions
