@@ -26,10 +26,10 @@ from mmseg.registry import MODELS
 from prolab_models.errors import LabelSpaceMismatchError, ProLabInputError
 from prolab_models.label_space import LabelSpace, load_label_space
 from prolab_models.segmentors import PropertyEncoderDecoder
+from tasks.model.checkpoints import last_checkpoint
 from tasks.model.runs import (
     build_config,
     check_inputs,
-    last_checkpoint,
     logs_to_stderr,
     model_identity,
     resolve_data_root,
@@ -163,7 +163,8 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     identity = model_identity(params.train)
     select_test_split(identity.config, params.train.config, params.evaluate.split)  # refused here, before any stage runs
     return StagePlan("evaluate", VERSION, {"split": params.evaluate.split, "config_sha256": identity.config_sha256},
-                     {"run": inputs["run"], "label_space": inputs["label_space"], "dataset": identity.dataset})
+                     {"run": inputs["run"], "label_space": inputs["label_space"], "dataset": identity.dataset},
+                     identity.sources)
 
 
 def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:

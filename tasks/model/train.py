@@ -38,10 +38,10 @@ from mmengine.runner import Runner
 from prolab_models.errors import LabelSpaceMismatchError
 from prolab_models.label_space import LabelSpace, load_label_space
 from tasks.files import MANIFEST
+from tasks.model.checkpoints import last_checkpoint
 from tasks.model.runs import (
     build_config,
     check_inputs,
-    last_checkpoint,
     logs_to_stderr,
     model_identity,
     resolve_data_root,
@@ -134,7 +134,7 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     identity = model_identity(params.train)
     return StagePlan("train", VERSION, {"config": params.train.config, "cfg_options": params.train.cfg_options,
                                         "config_sha256": identity.config_sha256},
-                     {"label_space": inputs["label_space"], "dataset": identity.dataset})
+                     {"label_space": inputs["label_space"], "dataset": identity.dataset}, identity.sources)
 
 
 def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:
@@ -146,7 +146,7 @@ def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], sto
     settings = params.train
 
     def build(out: Path) -> None:
-        work_dir = store.root / "train" / f".work-{plan.key}"
+        work_dir = store.work_dir(plan.stage, plan.key)
         checkpoint = train(settings.config, inputs["label_space"], work_dir, resolve_data_root(settings),
                            settings.cfg_options)
         for path in work_dir.iterdir():
