@@ -2,16 +2,16 @@
 .PHONY: demo test setup setup-test stop
 
 demo: setup
-	.venv/bin/prolab demo
+	@.venv/bin/prolab demo
 
 test: setup-test
-	.venv/bin/python -m pytest
+	@.venv/bin/python -m pytest
 
 setup:
-	scripts/setup.sh
+	@scripts/setup.sh
 
 setup-test:
-	scripts/setup.sh --test
+	@scripts/setup.sh --test
 
 stop:
-	.venv/bin/prolab server stop
+	@.venv/bin/prolab server stop

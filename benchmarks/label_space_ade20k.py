@@ -25,7 +25,7 @@ def _peak_mib() -> float:
 def main() -> None:
     from prolab_models.label_space import load_label_space
     from tasks.params import ClusterParams, DescribeParams, EndToEndParams, LabelSpaceParams
-    from tasks.registry import run_stages
+    from tasks.registry import LABEL_SPACE_STAGES, run_stages
     from tasks.store import ArtifactStore
 
     before = _peak_mib()
@@ -35,12 +35,12 @@ def main() -> None:
             describe=DescribeParams(dataset="ade20k", descriptors=DESCRIPTORS), cluster=ClusterParams(k=256, seed=0)))
         times, paths = {}, {}
         total = time.perf_counter()
-        for stage in ("describe", "embed", "cluster"):  # one at a time, each timed
+        for stage in LABEL_SPACE_STAGES:  # one at a time, each timed
             started = time.perf_counter()
             paths.update(run_stages(params, store, [stage], given=paths))
             times[stage] = time.perf_counter() - started
         total = time.perf_counter() - total
-        space = load_label_space(paths["cluster"])
+        space = load_label_space(paths[LABEL_SPACE_STAGES[-1]])
     assert space.num_classes == 150 and space.num_properties == 256
     print(" ".join(f"{stage}_seconds={seconds:.2f}" for stage, seconds in times.items()))
     print(f"peak_rss_mib={_peak_mib():.0f} (before the stages: {before:.0f})")

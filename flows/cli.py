@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from flows.options import add_model_options, model_from_args
+from flows.options import add_model_options, describe_errors, model_from_args
 from tasks.errors import UserError
 
 if TYPE_CHECKING:
-    from tasks.params import LabelSpaceParams
+    from tasks.params import EndToEndParams, LabelSpaceParams
     from tasks.store import ArtifactStore
 
 log = logging.getLogger("prolab")
@@ -95,13 +95,15 @@ def cmd_label_space(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     from tasks.params import EndToEndParams
-    from tasks.registry import LABEL_SPACE_STAGES, status
+    from tasks.registry import LABEL_SPACE_STAGES, stage, status
 
+    store = _store(args)
     params = EndToEndParams(label_space=_label_space_params(args))
-    pipeline, rows = status(params, _store(args), LABEL_SPACE_STAGES)
+    pipeline, rows = status(params, store, LABEL_SPACE_STAGES)
     print(f"pipeline: {pipeline}", file=sys.stderr)
     for row in rows:
-        print(f"{row.name:10s} {row.plan.key}  {row.why}")
+        note = stage(row.name).status_note(store.path(row.name, row.plan.key)) if row.fresh else ""
+        print(f"{row.name:10s} {row.plan.key}  {row.why}" + (f" ({note})" if note else ""))
     if not all(row.fresh for row in rows):
         print("some stages would run", file=sys.stderr)
 
@@ -235,19 +237,74 @@ def _json_params(text: str | None) -> dict | None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    params = _json_params(args.params)  # refused before a server starts
+    from prolab_models.configs import one_hot_twin
+    from tasks.params import EndToEndParams
+
+    params = _json_params(args.params) or {}  # refused before a server starts, naming the field
+    try:
+        pipeline = EndToEndParams(**params)
+    except ValidationError as error:
+        raise UserError("; ".join(f"--params: {'.'.join(map(str, item['loc']))}: {item['msg']}"
+                                  for item in error.errors())) from None
+    twin = one_hot_twin(pipeline.train.config)
+    if args.baseline and twin is None:
+        raise UserError(f"--baseline: config {pipeline.train.config!r} has no one-hot twin (a short name "
+                        f"NAME with a NAME_ce beside it)")
     _connect(args)
     from flows import deploy
 
     try:
         flow_run = deploy.demo({"params": params} if params else None)
+        if args.baseline and flow_run.state.is_completed():
+            log.info("the one-hot twin %s, at the same budget, for comparison", twin)
+            baseline = {**params, "train": {**params.get("train", {}), "config": twin}}
+            deploy.wait(deploy.start_run(deploy.END_TO_END, {"params": baseline}).id)
     except deploy.DeploymentError as error:
         raise UserError(str(error)) from None
     url = deploy.flow_run_url(flow_run.id)
+    if flow_run.state.is_completed():
+        from flows.server import PROJECT_ROOT
+        from tasks.store import ArtifactStore
+
+        # the deployments' runs work in the checkout: a relative store root is the checkout's
+        store = ArtifactStore(os.environ.get("PROLAB_ARTIFACTS") or PROJECT_ROOT / "artifacts")
+        print("\n".join(demo_summary(pipeline, store, twin)))
     print(f"Prefect UI: {deploy.ui_url()}  (stop it with `prolab server stop`)")
     print(url)
     if not flow_run.state.is_completed():
         raise UserError(f"the end-to-end run ended {flow_run.state.name}: {flow_run.state.message}")
+
+
+def demo_summary(params: EndToEndParams, store: ArtifactStore, twin: str | None) -> list[str]:
+    """The run's IoU per class beside its one-hot twin's at the same budget (when the store holds
+    an evaluation of it on the same data), then the directories of what the run made."""
+    import json
+
+    from tasks.model.evaluate import METRICS_FILE, twin_evaluation
+    from tasks.registry import LABEL_SPACE, STAGES, plan_stages
+
+    plans = plan_stages(params, [stage.name for stage in STAGES])
+    evaluation = store.path("evaluate", plans["evaluate"].key)
+    ours = json.loads((evaluation / METRICS_FILE).read_text())
+    found = twin_evaluation(store, plans["evaluate"], twin) if twin else None
+    theirs = json.loads((found / METRICS_FILE).read_text()) if found else None
+
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f}"
+
+    header = f"{'IoU (%)':14s} {'ProLab':>8s}" + (f" {'one-hot CE':>11s}" if theirs else "")
+    lines = [header]
+    for name, iou in ours["per_class_iou"].items():
+        lines.append(f"{name:14s} {cell(iou):>8s}" + (f" {cell(theirs['per_class_iou'].get(name)):>11s}"
+                                                      if theirs else ""))
+    lines.append(f"{'mIoU':14s} {cell(ours['mIoU']):>8s}" + (f" {cell(theirs['mIoU']):>11s}" if theirs else ""))
+    if theirs is None and twin is not None:
+        lines.append(f"(one-hot CE: no evaluation of {twin} on this data in the store; `prolab demo --baseline` "
+                     f"trains it at the same budget)")
+    lines += [f"label space   {store.path(LABEL_SPACE, plans[LABEL_SPACE].key)}",
+              f"training run  {store.path('train', plans['train'].key)}",
+              f"evaluation    {evaluation}"]
+    return lines
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
@@ -347,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="server + worker + deployments, then the end-to-end run; "
                                             "prints the UI and the run's address")
+    demo.add_argument("--baseline", action="store_true",
+                      help="also train and evaluate the config's one-hot twin (demo_ce for demo) at the same "
+                           "budget, and print its IoU beside ProLab's")
     demo.add_argument("--params", metavar="JSON",
                       help="EndToEndParams (tasks/params.py) as JSON, e.g. "
                            "'{\"train\": {\"cfg_options\": {\"train_cfg.max_iters\": 20}}}'; default: the demo's")
@@ -394,15 +454,6 @@ def _is_expected(error: BaseException) -> bool:
     return isinstance(error, (ProLabError, FileNotFoundError, NotADirectoryError, PermissionError))
 
 
-def _format_validation(error: ValidationError) -> str:
-    """Name each bad value by its command-line option."""
-    lines = []
-    for item in error.errors():
-        where = f"--{str(item['loc'][-1]).replace('_', '-')}" if item["loc"] else "options"
-        lines.append(f"{where}: {item['msg']}")
-    return "; ".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -414,7 +465,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _connect(args)
         run(args)
     except ValidationError as error:
-        print(f"prolab: error: {_format_validation(error)}", file=sys.stderr)
+        from tasks.registry import STAGES
+
+        print(f"prolab: error: {describe_errors(error, [stage.params for stage in STAGES])}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:
         if not _is_expected(error):

@@ -10,16 +10,39 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 
 def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
+
+
+def cli_name(model: type[BaseModel], field: str) -> str:
+    """The option a field is set by: its ``json_schema_extra["cli"]``, else ``--kebab-case``."""
+    info = model.model_fields.get(field)
+    extra = info.json_schema_extra if info is not None and isinstance(info.json_schema_extra, dict) else {}
+    return str(extra.get("cli", option_name(field)))
+
+
+def describe_errors(error: ValidationError, models: Iterable[type[BaseModel]]) -> str:
+    """A pydantic error of one of ``models`` (built from the command line) with each bad value
+    named by its option."""
+    model = next((m for m in models if m.__name__ == error.title), None)
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][-1]) if item["loc"] else None
+        where = "options" if field is None else (cli_name(model, field) if model else option_name(field))
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def _dest(model: type[BaseModel], field: str) -> str:
+    return f"{model.__name__}.{field}"
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -106,12 +129,14 @@ class _KeyValues(argparse.Action):
 
 def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, model: type[BaseModel],
                       exclude: tuple[str, ...] = ()) -> None:
-    """An option per field of ``model`` (``snake_case`` -> ``--kebab-case``)."""
+    """An option per field of ``model`` (``snake_case`` -> ``--kebab-case``, or the field's
+    ``json_schema_extra["cli"]`` name), stored under ``<Model>.<field>`` so that two models'
+    fields of one name do not collide."""
     for name, info in model.model_fields.items():
         if name in exclude:
             continue
         kind = _unwrap_optional(info.annotation)
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": _help(info), "dest": name}
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": _help(info), "dest": _dest(model, name)}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is Literal:
@@ -119,11 +144,13 @@ def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
         elif typing.get_origin(kind) is dict or kind is dict:
             kwargs.update(nargs="+", action=_KeyValues, metavar="KEY=VALUE")
         elif kind in (int, float, Path):
-            kwargs["type"] = kind
-        parser.add_argument(option_name(name), **kwargs)
+            kwargs.update(type=kind, metavar=name.upper())
+        else:
+            kwargs["metavar"] = name.upper()
+        parser.add_argument(cli_name(model, name), **kwargs)
 
 
 def model_from_args(model: type[BaseModel], args: argparse.Namespace, **overrides: Any) -> BaseModel:
     """``model`` built from the options given on the command line (its defaults for the rest)."""
-    values = {name: getattr(args, name) for name in model.model_fields if hasattr(args, name)}
+    values = {name: getattr(args, _dest(model, name)) for name in model.model_fields if hasattr(args, _dest(model, name))}
     return model(**{**values, **overrides})

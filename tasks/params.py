@@ -29,6 +29,9 @@ class DescribeParams(StrictModel):
     model: str | None = Field(None, description="model name at the endpoint (default: the backend's own)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     concurrency: int = Field(4, ge=1, le=64, description="LLM calls in flight at once")
+    prompt: Literal["few-shot", "aspects"] | None = Field(
+        None, description="how the LLM is asked: 'few-shot' (method.md's prompt, for chat models) or 'aspects' "
+                          "(one list completion per aspect, for base models; the embedded model's default)")
 
     @model_validator(mode="before")
     @classmethod
@@ -55,6 +58,48 @@ class DescribeParams(StrictModel):
         return "import" if self.descriptors is not None else "llm"
 
 
+class VerifyParams(StrictModel):
+    """Which descriptions are kept: each rule's threshold (``None`` turns a rule off).
+
+    The defaults flag at most 10 % of the paper's GPT-3.5 lines on each of its four datasets
+    (7.9 % of ADE20K's, 6.2 % of COCO-Stuff's, 3.9 % of Pascal Context's, 3.2 % of
+    Cityscapes'; all-MiniLM-L6-v2; benchmarks/RESULTS.md, "label-space quality").
+    """
+
+    enabled: bool | None = Field(
+        None, description="verify the descriptions (default: on for LLM-written ones, off for a descriptors file)",
+        json_schema_extra={"cli": "--verify"})
+    keep_flagged: bool = Field(False, description="keep flagged lines in the label space (they stay flagged in "
+                                                  "the verify artifact)")
+    copied_cosine: float | None = Field(
+        0.9, ge=0, le=1,
+        description="a line at least this close to a worked-example line of another category is copied")
+    class_name_cosine: float | None = Field(
+        0.85, ge=0, le=1,
+        description="a line at least this close to its own class name leaks the name (Label-free CBM: 0.85)")
+    misattributed_margin: float | None = Field(
+        0.15, ge=0, le=2,
+        description="a line this much closer to another class's sentence than to its own is misattributed, ...")
+    misattributed_min_cosine: float = Field(
+        0.5, ge=-1, le=1,
+        description="... when it is at least this close to that sentence (a line about the other class, not a "
+                    "generic one that many classes' sentences happen to be nearer to)")
+    class_sentence: str = Field(
+        "a photo of a {}", description="how a class name is put into a sentence for the misattributed rule")
+    max_chars: int | None = Field(
+        None, ge=1, description="a longer line is too long (off by default; Label-free CBM used 30)")
+    near_duplicate_cosine: float | None = Field(
+        0.9, ge=0, le=1,
+        description="a line at least this close to an earlier kept line of its class is a near-duplicate")
+
+    @field_validator("class_sentence")
+    @classmethod
+    def _has_slot(cls, value: str) -> str:
+        if value.count("{}") != 1:
+            raise ValueError(f"class_sentence must hold one '{{}}' for the class name, got {value!r}")
+        return value
+
+
 class EmbedParams(StrictModel):
     embedder: str = Field("all-MiniLM-L6-v2", min_length=1,
                           description="sentence-transformers model: a hub name or a local path")
@@ -66,10 +111,38 @@ class ClusterParams(StrictModel):
     seed: int = Field(0, ge=0, description="k-means random_state")
 
 
+class RepairParams(StrictModel):
+    """When two classes are repaired (the LLM asked what separates them), and for how many rounds."""
+
+    rounds: int | None = Field(
+        None, ge=0, le=10, description="ask, verify and re-cluster at most this many times (default: 2 for "
+                                        "LLM-written descriptions, 0 (off) for a descriptors file)",
+        json_schema_extra={"cli": "--repair-rounds"})
+    min_cosine: float = Field(0.8, ge=0, le=1, description="repair a pair whose property sets have at least this "
+                                                          "cosine, ...", json_schema_extra={"cli": "--repair-min-cosine"})
+    max_hamming: int = Field(1, ge=0, description="... or differ in at most this many properties",
+                             json_schema_extra={"cli": "--repair-max-hamming"})
+
+
 class LabelSpaceParams(StrictModel):
     describe: DescribeParams = DescribeParams()
+    verify: VerifyParams = VerifyParams()
     embed: EmbedParams = EmbedParams()
     cluster: ClusterParams = ClusterParams()
+    repair: RepairParams = RepairParams()
+
+    @property
+    def llm_written(self) -> bool:
+        """Whether the descriptions come from an LLM (verify and repair are on by default) or a file."""
+        return self.describe.source == "llm"
+
+    @property
+    def verifies(self) -> bool:
+        return self.verify.enabled if self.verify.enabled is not None else self.llm_written
+
+    @property
+    def repair_rounds(self) -> int:
+        return self.repair.rounds if self.repair.rounds is not None else (2 if self.llm_written else 0)
 
 
 class TrainParams(StrictModel):

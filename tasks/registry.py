@@ -29,15 +29,24 @@ from types import ModuleType
 from pydantic import BaseModel
 
 from tasks.errors import MissingUpstreamError
+from tasks.lineage import (
+    RunRecord,
+    last_done,
+    pipeline_name,
+    record_run,
+    run_records,
+    source_of,
+)
 from tasks.params import (
     ClusterParams,
     DescribeParams,
     EmbedParams,
     EndToEndParams,
     EvaluateParams,
+    RepairParams,
     TrainParams,
+    VerifyParams,
 )
-from tasks.lineage import RunRecord, last_done, pipeline_name, record_run, run_records, source_of
 from tasks.plan_cache import remembered_plan
 from tasks.stage import StagePlan, explain, input_ref
 from tasks.store import ArtifactStore
@@ -66,13 +75,21 @@ class Stage:
             store: ArtifactStore) -> Path:
         return self.module.run(plan, params, inputs, store)
 
+    def status_note(self, directory: Path) -> str:
+        """What ``prolab status`` adds about an up-to-date artifact: the module's
+        ``status_note(directory)`` where it has one (repair: the pairs it repaired)."""
+        note = getattr(self.module, "status_note", None)
+        return note(directory) if note is not None else ""
+
 
 STAGES: tuple[Stage, ...] = (
     Stage("describe", "tasks.label_space.describe", {}, DescribeParams, retries=1, retry_delay_seconds=5),
-    Stage("embed", "tasks.label_space.embed", {"descriptions": "describe"}, EmbedParams),
+    Stage("verify", "tasks.label_space.verify", {"descriptions": "describe"}, VerifyParams),
+    Stage("embed", "tasks.label_space.embed", {"descriptions": "verify"}, EmbedParams),
     Stage("cluster", "tasks.label_space.cluster", {"embeddings": "embed"}, ClusterParams),
-    Stage("train", "tasks.model.train", {"label_space": "cluster"}, TrainParams),
-    Stage("evaluate", "tasks.model.evaluate", {"run": "train", "label_space": "cluster"}, EvaluateParams),
+    Stage("repair", "tasks.label_space.repair", {"label_space": "cluster", "verification": "verify"}, RepairParams),
+    Stage("train", "tasks.model.train", {"label_space": "repair"}, TrainParams),
+    Stage("evaluate", "tasks.model.evaluate", {"run": "train", "label_space": "repair"}, EvaluateParams),
 )
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
 # The label-space flow's stages (parameters: ``LabelSpaceParams``); the last one's artifact is
@@ -229,15 +246,16 @@ def status(params: EndToEndParams, store: ArtifactStore, names: Sequence[str]) -
 def stored_inputs(params: EndToEndParams, store: ArtifactStore, name: str) -> dict[str, Path]:
     """The artifacts that stage ``name`` reads, found in the store by the keys ``params`` give
     its upstream stages. One that is absent is not computed behind the user's back: the error
-    names the stage to run first."""
+    names the first stage of the chain that has to run."""
     plans = plan_stages(params, upstream(name)[:-1], store=store)
     found = {}
     for source in stage(name).inputs.values():
         artifact = store.get(source, plans[source].key)
         if artifact is None:
+            first = next(s for s in plans if s in upstream(source) and store.get(s, plans[s].key) is None)
             raise MissingUpstreamError(
                 f"{name} reads the {source} artifact {plans[source].ref()}, which is not in {store.location}: "
-                f"run the {source} stage first with the same parameters (deployment '{source}/{source}', "
+                f"run the {first} stage first with the same parameters (deployment '{first}/{first}', "
                 f"or 'end-to-end/end-to-end' for everything)")
         found[source] = artifact.path
     return found

@@ -47,6 +47,12 @@ CONFIGS: dict[str, str] = {
 }
 
 
+def one_hot_twin(name: str) -> str | None:
+    """The short name of a ProLab config's one-hot (cross-entropy) twin at the same budget, if it has one."""
+    twin = f"{name}_ce"
+    return twin if twin in CONFIGS else None
+
+
 def resolve_config(name_or_path: str | Path) -> Path:
     """A short name from ``CONFIGS`` or a config file -> the config file's path."""
     if str(name_or_path) in CONFIGS:

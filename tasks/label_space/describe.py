@@ -40,6 +40,12 @@ def llm_model(params: DescribeParams) -> str:
     return DEFAULT_OPENAI_MODEL
 
 
+def prompt_style(params: DescribeParams) -> str:
+    """The prompt asked: the one named, else the aspects prompt for the embedded model (a base
+    model: given worked examples it copies their lines) and method.md's few-shot one for chat models."""
+    return params.prompt or ("aspects" if params.llm == LOCAL_LLM else "few-shot")
+
+
 def imported_descriptions(params: DescribeParams) -> dict[str, list[str]]:
     """The descriptor file's descriptions, in the dataset's label order when a dataset is named."""
     descriptors = Path(params.descriptors).expanduser()
@@ -56,12 +62,12 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
         content = json.dumps(imported_descriptions(describe), ensure_ascii=False)  # validated before any work
         return StagePlan("describe", VERSION, {"backend": "import", "dataset": describe.dataset},
                          {"descriptions_sha256": sha256_text(content)}, (str(describe.descriptors.expanduser().resolve()),))
-    from tasks.label_space.llm import PROMPT_VERSION  # the openai client: only for LLM descriptions
+    from tasks.label_space.llm import prompt_version  # the openai client: only for LLM descriptions
 
     return StagePlan("describe", VERSION, {
         "backend": "llm",
         "model": llm_model(describe),
-        "prompt_version": PROMPT_VERSION,
+        "prompt_version": prompt_version(prompt_style(describe)),
         "dataset": describe.dataset,
         "classes": dataset_classes(describe.dataset),
     })
@@ -76,11 +82,11 @@ def llm_settings(params: DescribeParams) -> Iterator[LLMSettings]:
         from tasks.label_space.llm_server import local_llm_server
 
         with local_llm_server() as settings:
-            yield settings.model_copy(update={"concurrency": params.concurrency})
+            yield settings.model_copy(update={"concurrency": params.concurrency, "prompt": prompt_style(params)})
         return
     base_url = OPENAI_BASE_URL if params.llm == "openai" else params.llm
     yield LLMSettings(base_url=base_url, model=llm_model(params), api_key_env=params.api_key_env,
-                      concurrency=params.concurrency)
+                      concurrency=params.concurrency, prompt=prompt_style(params))
 
 
 def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:

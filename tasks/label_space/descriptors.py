@@ -115,3 +115,8 @@ def write_descriptions(directory: Path, descriptions: Descriptions) -> None:
     """``descriptions.json`` (the paper's format) and ``descriptions.parquet`` (tidy)."""
     (directory / "descriptions.json").write_text(json.dumps(descriptions, indent=2, ensure_ascii=False))
     descriptions_table(descriptions).to_parquet(directory / "descriptions.parquet", index=False)
+
+
+def load_descriptions(directory: Path) -> Descriptions:
+    """The ``descriptions.json`` that ``write_descriptions`` left in an artifact directory."""
+    return json.loads((directory / "descriptions.json").read_text())

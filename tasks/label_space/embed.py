@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +144,14 @@ def embed_descriptions(
     report = EmbedReport(model=embedder, dimension=dimension, pooling="mean+l2", texts=len(ids),
                          encoded=len(todo), reused=len(set(ids)) - len(todo))
     return out, report
+
+
+def embed_texts(texts: Sequence[str], embedder: str, cache_dir: Path) -> np.ndarray:
+    """One unit vector per text (lower-cased, as ``embed_descriptions``), through the same vector cache."""
+    if not texts:
+        raise ValueError("no texts to embed")
+    embedded, _ = embed_descriptions(pd.DataFrame({"text": list(texts)}), embedder, cache_dir)
+    return np.stack(embedded["vector"].to_numpy())
 
 
 def write_embeddings(directory: Path, table: pd.DataFrame, report: EmbedReport) -> None:

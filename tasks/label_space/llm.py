@@ -1,13 +1,20 @@
 """The describe stage's LLM side: ask a chat model for each class's visual properties.
 
 ProLab (method.md §1) describes every class with one few-shot chat completion at
-temperature 0 and keeps the reply's bullet lines. Any OpenAI-compatible endpoint serves
+temperature 0 and keeps the reply's bullet lines: the ``few-shot`` prompt, used with every
+OpenAI-compatible backend. The embedded Gemma-3-270M is a base (not instruction-tuned)
+model: in a chat it repeats the question, and given worked examples it copies their lines
+into other classes. It is asked with the ``aspects`` prompt instead: one plain text
+completion per aspect (colours, material, parts, what a photo of it shows), each the start
+of a list with nothing to copy ("Parts of a car:\n-"), the answers merged.
+
+Any OpenAI-compatible endpoint serves
 (OpenAI, vLLM serving Llama-2-chat, a llama.cpp server): the ``openai`` client is pointed at
 it by base URL and model name. Transport faults (429 honouring Retry-After, 5xx, timeouts,
 refused connections) are retried by that client; a reply that yields no property is asked
 again a bounded number of times. Each answer is cached on disk per (model, prompt version,
-class, generation settings), so editing one class asks the LLM about that class only and a
-failed run keeps every answer it already obtained.
+class, aspect, generation settings), so editing one class asks the LLM about that class only
+and a failed run keeps every answer it already obtained.
 
 Replies are data: they are parsed as text, never evaluated, and never become a path (cache
 files are named by a hash). The API key is read from the environment at call time and is
@@ -24,7 +31,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import openai
@@ -35,9 +42,12 @@ from tasks.files import atomic_write, sha256_json
 
 log = logging.getLogger(__name__)
 
-# Bump when the prompt or the parser changes what a class's answer is: it is part of every
+# Bump when a prompt or its parser changes what a class's answer is: it is part of every
 # cache key, so old answers are then asked again rather than silently reused.
-PROMPT_VERSION = "prolab-describe-v1"
+PROMPT_VERSION = "prolab-describe-v1"  # the few-shot prompt (method.md)
+ASPECTS_PROMPT_VERSION = "prolab-describe-aspects-v1"
+
+PromptStyle = Literal["few-shot", "aspects"]
 
 SYSTEM_MESSAGE = "You are a helpful assistant."
 
@@ -120,6 +130,25 @@ MIN_LOOP_REPEATS = 3
 
 LOCAL_DUMMY_KEY = "sk-no-key-required"
 
+# The aspects prompt: the start of one list per aspect, completed as plain text (a base model
+# continues a list header; asked a question, it repeats it). Chosen on the demo's classes
+# (benchmarks/RESULTS.md, "label-space quality"): shape, size and places were asked too, and
+# Gemma-3-270M answered them with noise shared by every class ("100 meters", "The shape of it
+# is the most important thing", "<strong>The Netherlands</strong>"); a photo's contents give
+# the context instead (a road: "a car", "a truck", "a bus").
+ASPECTS: dict[str, str] = {
+    "colour": "Typical colours of a {category}:\n-",
+    "material": "What a {category} is made of:\n-",
+    "parts": "Parts of a {category}:\n-",
+    "seen": "Things you see in a photo of a {category}:\n-",
+}
+# A short list each: a blank line or an image token (what Gemma's base model emits when it
+# drifts) ends it; its first few items are kept.
+ASPECT_STOP = ["\n\n", "<start_of_image>"]
+ASPECT_MAX_TOKENS = 48
+MAX_ASPECT_PROPERTIES = 4
+_HTML_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
+
 # ASCII markers need a following space ("-10 degrees", "*Note*" are not items).
 _ITEM = re.compile(r"^(?:[•‣◦▪·]\s*|[-*+–—]\s+|\(?\d{1,3}[.)]\s+)(?P<text>.*)$")
 _CATEGORY_LINE = re.compile(r"^\W*category\s*:", re.IGNORECASE)
@@ -128,10 +157,12 @@ _WORD = re.compile(r"\w+")
 
 
 class LLMSettings(pydantic.BaseModel):
-    """Which endpoint and model describe the classes, and how hard to try.
+    """Which endpoint and model describe the classes, how to ask them, and how hard to try.
 
-    ``api_key_env`` names the environment variable holding the key (the key itself never
-    enters settings, manifests or logs); ``None`` sends a dummy key, for local servers.
+    ``prompt`` is ``few-shot`` (method.md; chat models) or ``aspects`` (base models such as
+    the embedded Gemma; plain completions). ``api_key_env`` names the environment variable
+    holding the key (the key itself never enters settings, manifests or logs); ``None``
+    sends a dummy key, for local servers.
     """
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
@@ -145,6 +176,7 @@ class LLMSettings(pydantic.BaseModel):
     max_retries: int = pydantic.Field(6, ge=0)
     concurrency: int = pydantic.Field(4, ge=1)
     empty_reply_retries: int = pydantic.Field(2, ge=0)
+    prompt: PromptStyle = "few-shot"
 
     @pydantic.field_validator("base_url")
     @classmethod
@@ -216,6 +248,16 @@ def build_messages(category: str, nudge: bool = False) -> list[dict[str, str]]:
     ]
 
 
+def prompt_version(style: PromptStyle) -> str:
+    """The version of a prompt style, part of every answer's cache key and of the describe key."""
+    return PROMPT_VERSION if style == "few-shot" else ASPECTS_PROMPT_VERSION
+
+
+def aspect_prompt(category: str, aspect: str) -> str:
+    """The text whose completion lists ``category``'s ``aspect`` (a key of ``ASPECTS``)."""
+    return ASPECTS[aspect].format(category=category)
+
+
 # --------------------------------------------------------------------------------- parser
 
 
@@ -283,18 +325,53 @@ def parse_properties(reply: str) -> list[str]:
     return properties
 
 
+_SENTENCE_END = re.compile(r"(?<=\w)[.!?](?:\s|$)")
+
+
+def parse_aspect_reply(reply: str, category: str, limit: int = MAX_ASPECT_PROPERTIES) -> list[str]:
+    """The properties in the completion of an aspect prompt (which ends with the first "-").
+
+    List items as ``parse_properties`` reads them (HTML tags dropped), each cut at its first
+    sentence end (a base model rambles on), with the class's name replaced by "it": "the sky
+    is blue" is a property ("it is blue"), the class name is not, and would pull every line
+    of the class towards its name. At most ``limit``, and none that is only "it".
+    """
+    forms = [category, category + "s", category + "es"]
+    forms += [category[:-1] + "ies"] if category.endswith("y") else []
+    name = "(?:" + "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)) + ")"
+    article_and_name = re.compile(rf"\b(?:the|a|an)\s+{name}\b", re.IGNORECASE)
+    bare_name = re.compile(rf"\b{name}\b", re.IGNORECASE)
+    properties: list[str] = []
+    for item in parse_properties("-" + _HTML_TAG.sub("", reply)):
+        text = _SENTENCE_END.split(item, maxsplit=1)[0]
+        text = bare_name.sub("it", article_and_name.sub("it", text))
+        text = _clean(text)
+        if text.casefold() in ("", "it") or text.casefold() in {p.casefold() for p in properties}:
+            continue
+        properties.append(text)
+        if len(properties) == limit:
+            break
+    return properties
+
+
 # --------------------------------------------------------------------------------- cache
 
 
-def cache_identity(category: str, settings: LLMSettings) -> dict[str, Any]:
-    """What determines a class's answer: not the base URL (one model served anywhere answers alike)."""
-    return {
-        "prompt_version": PROMPT_VERSION,
+def cache_identity(category: str, settings: LLMSettings, aspect: str | None = None) -> dict[str, Any]:
+    """What determines an answer: not the base URL (one model served anywhere answers alike).
+
+    A few-shot answer is one per class; an aspects answer one per (class, aspect).
+    """
+    identity: dict[str, Any] = {
+        "prompt_version": prompt_version(settings.prompt),
         "model": settings.model,
         "class": category,
         "temperature": settings.temperature,
         "max_tokens": settings.max_tokens,
     }
+    if aspect is not None:
+        identity.update(aspect=aspect, max_tokens=min(settings.max_tokens, ASPECT_MAX_TOKENS))
+    return identity
 
 
 def _cache_path(cache_dir: Path, identity: dict[str, Any]) -> Path:
@@ -316,7 +393,7 @@ def _read_cache(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
         or entry.get("identity") != identity
         or not isinstance(entry.get("raw_reply"), str)
         or not isinstance(properties, list)
-        or not properties
+        or not (properties or "aspect" in identity)  # an aspect may rightly have nothing to say
         or not all(isinstance(p, str) for p in properties)
     ):
         log.warning("ignoring LLM cache entry %s: it does not hold an answer for %r", path, identity["class"])
@@ -368,25 +445,38 @@ class _Answer:
 
 
 def _reply_text(completion: Any) -> str:
-    """The first choice's text, or "" for a reply that is not a chat completion (garbage body)."""
+    """The first choice's text, or "" for a reply that is not a completion (garbage body)."""
     try:
-        content = completion.choices[0].message.content
+        choice = completion.choices[0]
+        content = choice.message.content if hasattr(choice, "message") else choice.text
     except (AttributeError, IndexError, TypeError):
         return ""
     return content if isinstance(content, str) else ""
 
 
-def _ask(client: openai.OpenAI, category: str, settings: LLMSettings) -> _Answer:
-    """Ask about one class until a reply yields properties, at most 1 + empty_reply_retries times."""
+def _ask(client: openai.OpenAI, category: str, settings: LLMSettings, aspect: str | None = None) -> _Answer:
+    """Ask one question: the few-shot chat until a reply yields properties, at most
+    1 + empty_reply_retries times; or one aspect's completion, once (at temperature 0 the
+    same prompt gets the same answer, and an aspect may have nothing to say)."""
     answer = _Answer(properties=[], raw_reply="")
-    for attempt in range(1 + settings.empty_reply_retries):
-        response = client.chat.completions.with_raw_response.create(
-            model=settings.model,
-            messages=build_messages(category, nudge=attempt > 0),  # type: ignore[arg-type]
-            temperature=settings.temperature,
-            max_tokens=settings.max_tokens,
-            stop=STOP,
-        )
+    attempts = 1 if aspect is not None else 1 + settings.empty_reply_retries
+    for attempt in range(attempts):
+        if aspect is None:
+            response = client.chat.completions.with_raw_response.create(
+                model=settings.model,
+                messages=build_messages(category, nudge=attempt > 0),  # type: ignore[arg-type]
+                temperature=settings.temperature,
+                max_tokens=settings.max_tokens,
+                stop=STOP,
+            )
+        else:
+            response = client.completions.with_raw_response.create(
+                model=settings.model,
+                prompt=aspect_prompt(category, aspect),
+                temperature=settings.temperature,
+                max_tokens=min(settings.max_tokens, ASPECT_MAX_TOKENS),
+                stop=ASPECT_STOP,
+            )
         answer.calls += 1
         answer.retried += response.retries_taken + (attempt > 0)
         try:
@@ -397,6 +487,9 @@ def _ask(client: openai.OpenAI, category: str, settings: LLMSettings) -> _Answer
         answer.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
         answer.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
         answer.raw_reply = _reply_text(completion)[:MAX_REPLY_CHARS]
+        if aspect is not None:
+            answer.properties = parse_aspect_reply(answer.raw_reply, category)
+            break
         answer.properties = parse_properties(answer.raw_reply)
         if answer.properties:
             break
@@ -420,34 +513,63 @@ def _check_classes(classes: list[str]) -> None:
         seen.add(name)
 
 
+def _questions(settings: LLMSettings) -> list[str | None]:
+    """The aspects asked about a class: ``[None]`` (one few-shot question) or every aspect."""
+    return [None] if settings.prompt == "few-shot" else list(ASPECTS)
+
+
+def _merge(category: str, answers: dict[str | None, _Answer]) -> tuple[list[str], str]:
+    """A class's properties (aspects in order, duplicates dropped) and its raw replies."""
+    if list(answers) == [None]:
+        return answers[None].properties, answers[None].raw_reply
+    properties: list[str] = []
+    seen: set[str] = set()
+    for answer in answers.values():
+        for text in answer.properties:
+            if text.casefold() not in seen and len(properties) < MAX_PROPERTIES:
+                seen.add(text.casefold())
+                properties.append(text)
+    raw = "\n\n".join(f"[{aspect}] {aspect_prompt(category, str(aspect))}{answer.raw_reply}"
+                       for aspect, answer in answers.items())
+    return properties, raw
+
+
 def describe_classes(
     classes: list[str],
     settings: LLMSettings,
     cache_dir: Path,
 ) -> DescribeReport:
-    """Describe every class (label order kept), asking the LLM only for uncached ones.
+    """Describe every class (label order kept), asking the LLM only for uncached answers.
 
-    Raises ``DescribeError`` naming the classes left without descriptions after all
-    retries; every answer obtained before is already in ``cache_dir``.
+    With the aspects prompt a class is several questions, each cached on its own; a class
+    whose aspects all came back empty has no description. Raises ``DescribeError`` naming
+    the classes left without descriptions after all retries; every answer obtained before
+    is already in ``cache_dir``.
     """
     _check_classes(classes)
     cache_dir = Path(cache_dir)
-    answers: dict[str, tuple[list[str], str]] = {}
+    answers: dict[str, dict[str | None, _Answer]] = {name: {} for name in classes}
     report = DescribeReport(descriptions={}, raw_replies={})
+    described: set[str] = set()
 
     def progress(name: str, note: str) -> None:
-        log.info("described %d/%d %s (%s)", len(answers), len(classes), name, note)
+        log.info("described %d/%d %s (%s)", len(described), len(classes), name, note)
 
-    pending: list[str] = []
+    pending: list[tuple[str, str | None]] = []
     for name in classes:
-        identity = cache_identity(name, settings)
-        entry = _read_cache(_cache_path(cache_dir, identity), identity)
-        if entry is None:
-            pending.append(name)
-            continue
-        answers[name] = (entry["properties"], entry["raw_reply"])
-        report.cached += 1
-        progress(name, "cached")
+        cached = True
+        for aspect in _questions(settings):
+            identity = cache_identity(name, settings, aspect)
+            entry = _read_cache(_cache_path(cache_dir, identity), identity)
+            if entry is None:
+                pending.append((name, aspect))
+                cached = False
+            else:
+                answers[name][aspect] = _Answer(entry["properties"], entry["raw_reply"])
+        if cached:
+            described.add(name)
+            report.cached += 1
+            progress(name, "cached")
 
     reasons: dict[str, str] = {}
     if pending:
@@ -459,12 +581,13 @@ def describe_classes(
             max_retries=settings.max_retries,
         )
         with client, ThreadPoolExecutor(settings.concurrency, thread_name_prefix="describe") as pool:
-            futures = {pool.submit(_ask, client, name, settings): name for name in pending}
+            futures = {pool.submit(_ask, client, name, settings, aspect): (name, aspect)
+                       for name, aspect in pending}
             unreachable = ""
             for future in as_completed(futures):
-                name = futures[future]
+                name, aspect = futures[future]
                 if future.cancelled():
-                    reasons[name] = f"not asked, the endpoint stopped answering ({unreachable})"
+                    reasons.setdefault(name, f"not asked, the endpoint stopped answering ({unreachable})")
                     continue
                 try:
                     answer = future.result()
@@ -482,21 +605,31 @@ def describe_classes(
                 report.retried += answer.retried
                 report.prompt_tokens += answer.prompt_tokens
                 report.completion_tokens += answer.completion_tokens
-                if not answer.properties:
+                if aspect is None and not answer.properties:
                     reasons[name] = f"{answer.calls} replies yielded no property"
                     log.error("could not describe %r: %s", name, reasons[name])
                     continue
-                identity = cache_identity(name, settings)
+                identity = cache_identity(name, settings, aspect)
                 _write_cache(
                     _cache_path(cache_dir, identity),
                     {"identity": identity, "raw_reply": answer.raw_reply, "properties": answer.properties},
                 )
-                answers[name] = (answer.properties, answer.raw_reply)
-                progress(name, f"{len(answer.properties)} properties")
+                answers[name][aspect] = answer
+                if len(answers[name]) == len(_questions(settings)) and name not in reasons:
+                    described.add(name)
+                    progress(name, f"{sum(len(a.properties) for a in answers[name].values())} properties")
 
-    if reasons:
-        ordered = {name: reasons[name] for name in classes if name in reasons}
-        raise DescribeError(ordered, answered=len(answers), cache_dir=cache_dir)
     for name in classes:
-        report.descriptions[name], report.raw_replies[name] = answers[name]
+        if name in reasons or name not in described:
+            continue
+        ordered = {aspect: answers[name][aspect] for aspect in _questions(settings)}
+        report.descriptions[name], report.raw_replies[name] = _merge(name, ordered)
+        if not report.descriptions[name]:
+            reasons[name] = f"none of its {len(ordered)} aspect answers yielded a property"
+    if reasons:
+        ordered_reasons = {name: reasons[name] for name in classes if name in reasons}
+        answered = sum(1 for name in classes if name not in reasons)
+        raise DescribeError(ordered_reasons, answered=answered, cache_dir=cache_dir)
+    report.descriptions = {name: report.descriptions[name] for name in classes}
+    report.raw_replies = {name: report.raw_replies[name] for name in classes}
     return report

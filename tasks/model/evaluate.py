@@ -26,6 +26,7 @@ from mmseg.registry import MODELS
 from prolab_models.errors import LabelSpaceMismatchError, ProLabInputError
 from prolab_models.label_space import LabelSpace, load_label_space
 from prolab_models.segmentors import PropertyEncoderDecoder
+from tasks.files import MANIFEST
 from tasks.model.checkpoints import last_checkpoint
 from tasks.model.runs import (
     build_config,
@@ -180,6 +181,24 @@ def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], sto
 
 def run_name(params: EndToEndParams) -> str:
     return f"evaluate {params.evaluate.split}"
+
+
+def twin_evaluation(store: ArtifactStore, plan: StagePlan, twin_config: str) -> Path | None:
+    """The newest evaluation in ``store`` of a run of ``twin_config`` (the one-hot twin of the
+    planned run's config) on the same dataset and split as ``plan``: the figure to compare with."""
+    found = []
+    for directory in store.iter_artifacts():
+        if directory.parent.name != "evaluate":
+            continue
+        manifest = read_json(directory / MANIFEST) or {}
+        inputs, settings = manifest.get("inputs", {}), manifest.get("params", {})
+        if inputs.get("dataset") != plan.inputs["dataset"] or settings.get("split") != plan.params["split"]:
+            continue
+        run = str(inputs.get("run", ""))
+        trained = read_json(store.root / run / MANIFEST) if run.startswith("train/") else None
+        if trained is not None and trained.get("params", {}).get("config") == twin_config:
+            found.append((str(manifest.get("created", "")), directory))
+    return max(found)[1] if found else None
 
 
 def _percent(value: Any) -> str:

@@ -6,12 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from tests.helpers.cli import prolab, shared_path
-
-CITYSCAPES = "data/prolab_descriptors/cityscapes_bdd_gpt3.5.json"
-
+from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES
+from tests.helpers.cli import CITYSCAPES, prolab, shared_path
 
 
 @pytest.fixture
@@ -25,19 +24,20 @@ def test_label_space_prints_its_directory_last_and_reruns_as_a_lookup(cli_env: d
     first = prolab(cli_env, *args)
     assert first.returncode == 0, first.stderr
     directory = Path(first.stdout.strip().splitlines()[-1])
-    assert (directory / "properties.parquet").is_file() and directory.parent.name == "cluster"
+    assert (directory / "properties.parquet").is_file() and directory.parent.name == LABEL_SPACE
     assert "embedding 185 new texts" in first.stderr
 
     status = prolab(cli_env, "status", *args[1:])
-    assert status.returncode == 0 and status.stdout.count("up to date") == 3, status.stdout
+    assert status.returncode == 0 and status.stdout.count("up to date") == len(LABEL_SPACE_STAGES), status.stdout
+    assert "(repair off)" in status.stdout, "a descriptors file is neither verified nor repaired unless asked"
 
     again = prolab(cli_env, *args)
     assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == str(directory)
     assert "new texts" not in again.stderr and "every stage is up to date" in again.stderr
 
     changed = prolab(cli_env, "status", *args[1:-4], "--k", "30", "--seed", "0")
-    assert "cluster" in changed.stdout and "parameter k: 32 -> 30" in changed.stdout
-    assert changed.stdout.count("up to date") == 2
+    assert "parameter k: 32 -> 30" in changed.stdout
+    assert changed.stdout.count("up to date") == LABEL_SPACE_STAGES.index("cluster"), changed.stdout
 
 
 def _write(path: Path, content: str | bytes) -> str:
@@ -94,7 +94,7 @@ def test_failed_cluster_keeps_what_was_computed(cli_env: dict[str, str]) -> None
     assert failed.returncode == 1
     store = Path(cli_env["PROLAB_ARTIFACTS"])
     kept = sorted(p.parent.parent.name for p in store.glob("*/*/manifest.json"))
-    assert kept == ["describe", "embed"]  # computed before the bad K was met, and kept
+    assert kept == ["describe", "embed", "verify"]  # computed before the bad K was met, and kept
     fixed = prolab(cli_env, "label-space", "--descriptors", descriptors, "--k", "8")
     assert fixed.returncode == 0 and "new texts" not in fixed.stderr
 
@@ -122,19 +122,53 @@ def test_deleted_artifact_behind_a_prefect_cache_record_is_recomputed(cli_env: d
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().splitlines()[-1] == str(directory)
     assert (directory / "properties.parquet").is_file()
-    assert f"cluster: computing {directory.name}" in again.stderr
+    assert f"{LABEL_SPACE}: computing {directory.name}" in again.stderr
 
 
 def test_label_space_from_the_embedded_llm(cli_env: dict[str, str]) -> None:
-    """``--llm local``: the packaged Gemma served on 127.0.0.1 describes the classes."""
-    result = prolab(cli_env, "label-space", "--dataset", "camvid", "--llm", "local", "--k", "12")
+    """``--llm local``: the packaged Gemma served on 127.0.0.1 describes the classes (the aspects
+    prompt), and the label space is verified and repaired by default."""
+    result = prolab(cli_env, "label-space", "--dataset", "demo", "--llm", "local", "--k", "12")
     assert result.returncode == 0, result.stderr[-3000:]
     directory = Path(result.stdout.strip().splitlines()[-1])
-    described = Path(cli_env["PROLAB_ARTIFACTS"]) / "describe"
-    (describe_dir,) = described.iterdir()
+    store = Path(cli_env["PROLAB_ARTIFACTS"])
+    (describe_dir,) = (store / "describe").iterdir()
     descriptions = json.loads((describe_dir / "descriptions.json").read_text())
-    assert list(descriptions)[:3] == ["sky", "building", "pole"] and all(descriptions.values())
+    assert list(descriptions)[:3] == ["sky", "building", "road"] and all(descriptions.values())
     report = json.loads((describe_dir / "describe_report.json").read_text())
-    assert report["model"] == "gemma-3-270m-q4_k_m" and report["calls_made"] >= 11
+    assert report["model"] == "gemma-3-270m-q4_k_m" and report["calls_made"] >= 4 * 7  # one per class and aspect
     assert (describe_dir / "raw_replies.json").is_file()
+    (verify_dir,) = (store / "verify").iterdir()
+    assert json.loads((verify_dir / "verify_report.json").read_text())["enabled"]
+    repair = json.loads((directory / "repair_report.json").read_text())
+    assert repair["rounds"] == 2 and directory.parent.name == "repair"
     assert json.loads((directory / "label_space.json").read_text())["classes"][0] == "sky"
+    quality = json.loads((directory / "quality.json").read_text())
+    assert set(quality["nearest"]) == set(descriptions) and "dropped_descriptions" in quality
+
+
+def test_a_repair_round_separates_two_colliding_classes_with_the_embedded_llm(cli_env: dict[str, str],
+                                                                                tmp_path: Path) -> None:
+    """sky and sidewalk described alike collide; one repair round asks the packaged Gemma what tells
+    each from the other (once per ordered pair), and a rerun asks nothing."""
+    from data.demo import DEMO_CLASSES
+
+    same = ["flat grey surface", "seen in street scenes", "wide open area"]
+    written = {name: same if name in ("sky", "sidewalk") else [f"{name} shape", f"{name} colour", f"{name} parts"]
+               for name in DEMO_CLASSES}
+    descriptors = tmp_path / "alike.json"
+    descriptors.write_text(json.dumps(written))
+    args = ["label-space", "--descriptors", str(descriptors), "--dataset", "demo", "--k", "8", "--repair-rounds", "1"]
+    result = prolab(cli_env, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    directory = Path(result.stdout.strip().splitlines()[-1])
+    report = json.loads((directory / "repair_report.json").read_text())
+    assert [1, "sky", "sidewalk"] in report["pairs"] and report["rounds_run"] == 1
+    assert report["llm_requests"] == 2 * len(report["pairs"]), "one request per ordered pair"
+    answered = pd.read_parquet(directory / "repair.parquet")
+    assert set(answered["target"]) <= {name for pair in report["pairs"] for name in pair[1:]}
+    status = prolab(cli_env, "status", *args[1:])
+    assert "repaired sky/sidewalk (round 1)" in status.stdout, status.stdout
+    shutil.rmtree(directory)
+    again = prolab(cli_env, *args)
+    assert json.loads((directory / "repair_report.json").read_text())["llm_requests"] == 0, again.stderr[-2000:]

@@ -83,7 +83,7 @@ def test_an_unchanged_rerun_computes_nothing_and_prefect_still_shows_it_cached(
         asked, before = len(llm.requests), _files(*caches)
         again = prolab(env, *args)
         assert last_line(again) == built
-        assert _recorded(env, again, 3) == dict.fromkeys(LABEL_SPACE_STAGES, "Cached")
+        assert _recorded(env, again, len(LABEL_SPACE_STAGES)) == dict.fromkeys(LABEL_SPACE_STAGES, "Cached")
         assert len(llm.requests) == asked, "no LLM request, neither by the command nor by its recorder"
     assert _files(*caches) == before and "embedding" not in again.stderr, "no encoder call"
 

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from data.demo import DEMO_CLASSES
 from tasks.processes import free_port
 from tests.helpers.prefect_runs import (
     PREFECT, PROLAB, STAGES, DemoRun, api, pipeline_params, run_artifact_keys, run_command, stage_states,
@@ -21,8 +22,12 @@ def test_demo_runs_the_pipeline_and_prints_the_ui_and_the_run_address_last(demo_
     ui = demo_run.env["PREFECT_API_URL"].removesuffix("/api")
     assert lines[-2].startswith(f"Prefect UI: {ui}")
     assert lines[-1] == f"{ui}/runs/flow-run/{demo_run.flow_run_id}"
+    summary = "\n".join(lines[:-2])
+    assert "mIoU" in summary and "(one-hot CE: no evaluation of demo_ce" in summary
+    assert all(f"{name} " in summary for name in DEMO_CLASSES), "every class's IoU is printed"
+    assert [line.split()[0] for line in lines[-5:-2]] == ["label", "training", "evaluation"]
     assert wait_final(demo_run.env, demo_run.flow_run_id).state.name == "Completed"
-    assert stage_states(demo_run.env, demo_run.flow_run_id, 5) == dict.fromkeys(STAGES, "Completed")
+    assert stage_states(demo_run.env, demo_run.flow_run_id, len(STAGES)) == dict.fromkeys(STAGES, "Completed")
     assert {path.parent.parent.name for path in demo_run.store.glob("*/*/manifest.json")} == set(STAGES)
     keys = run_artifact_keys(demo_run.env, demo_run.flow_run_id)
     assert {"describe", "embed", "label-space", "label-space-matrix", "label-space-sizes", "train", "train-curves",
@@ -34,7 +39,7 @@ def test_an_unchanged_rerun_is_cached_in_every_stage(demo_run: DemoRun) -> None:
     started = time.monotonic()
     flow_run = wait_final(demo_run.env, start_deployment(demo_run.env, "end-to-end/end-to-end", demo_run.params))
     assert flow_run.state.name == "Completed", flow_run.state.message
-    assert stage_states(demo_run.env, flow_run.id, 5) == dict.fromkeys(STAGES, "Cached")
+    assert stage_states(demo_run.env, flow_run.id, len(STAGES)) == dict.fromkeys(STAGES, "Cached")
     print(f"cached end-to-end rerun: {time.monotonic() - started:.1f} s")
 
 
@@ -44,7 +49,7 @@ def test_editing_one_class_reruns_every_stage_and_embeds_only_its_new_texts(demo
     params = pipeline_params(edited, demo_run.data_root)
     flow_run = wait_final(demo_run.env, start_deployment(demo_run.env, "end-to-end/end-to-end", params))
     assert flow_run.state.name == "Completed", flow_run.state.message
-    assert stage_states(demo_run.env, flow_run.id, 5) == dict.fromkeys(STAGES, "Completed")
+    assert stage_states(demo_run.env, flow_run.id, len(STAGES)) == dict.fromkeys(STAGES, "Completed")
     reports = [json.loads(path.read_text()) for path in demo_run.store.glob("embed/*/embed_report.json")]
     assert {(report["encoded"], report["reused"]) for report in reports} == {(21, 0), (3, 18)}
 
@@ -88,8 +93,7 @@ def test_demo_refuses_a_bad_parameter_naming_it_before_any_run_exists(demo_run: 
         runs_before = len(client.read_flow_runs())
     result = run_command(demo_run.env, PROLAB, "demo", "--params", '{"label_space": {"cluster": {"k": 0}}}')
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert ("prolab: error: the server refused a run of end-to-end/end-to-end: Error creating flow run: Validation "
-            "failed for field 'params.label_space.cluster.k'. Failure reason: 0 is less than the minimum of 1"
+    assert ("prolab: error: --params: label_space.cluster.k: Input should be greater than or equal to 1"
             in result.stderr), result.stderr[-3000:]
     with api(demo_run.env) as client:
         assert len(client.read_flow_runs()) == runs_before

@@ -2,7 +2,7 @@
 
 It runs in the caller's own process (stdlib ``http.server`` on 127.0.0.1, one thread per
 connection), so it serves ``describe_classes`` in-process as well as a ``prolab`` subprocess.
-Each class is answered from its own ``script`` of ``Step``s (status, body, headers, delay),
+Each class (or, for a repair question, the pair ``"target|other"``) is answered from its own ``script`` of ``Step``s (status, body, headers, delay),
 then with a normal completion: whatever ``reply`` returns, by default the bullet list of
 ``properties_of``. It can also add a fixed latency to every request and *die* after a number
 of answers: the connection of the next request is cut without a response and the listening
@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _TARGET = re.compile(r"category: ([^\n]+)")
+# The repair question (tasks/label_space/repair.py): recorded as the category "target|other".
+_REPAIR = re.compile(r"What does an? (.+?) look like that an? (.+?) does not\?")
 
 
 def completion(content: str | None) -> dict[str, Any]:
@@ -94,7 +96,8 @@ class FakeLLM:
             def do_POST(self) -> None:
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 content = payload["messages"][-1]["content"]
-                category = _TARGET.findall(content)[-1].strip()
+                repair = _REPAIR.search(content)
+                category = "|".join(repair.groups()) if repair else _TARGET.findall(content)[-1].strip()
                 with fake._lock:
                     fake.requests.append(
                         Request(time.monotonic(), category, content, self.headers.get("Authorization", ""))

@@ -9,7 +9,7 @@ import pytest
 
 from tasks.label_space import embed as embed_module
 from tasks.params import ClusterParams, DescribeParams, EmbedParams, EndToEndParams, LabelSpaceParams
-from tasks.registry import run_stages
+from tasks.registry import LABEL_SPACE_STAGES, run_stages
 from tasks.store import ArtifactStore
 
 
@@ -38,4 +38,4 @@ def build(descriptors: Path, store: ArtifactStore, k: int = 32, seed: int = 0) -
     """The three stages' artifact directories for imported ``descriptors``, as the label-space flow computes them."""
     params = LabelSpaceParams(describe=DescribeParams(descriptors=descriptors), embed=EmbedParams(),
                               cluster=ClusterParams(k=k, seed=seed))
-    return run_stages(EndToEndParams(label_space=params), store, ["describe", "embed", "cluster"])
+    return run_stages(EndToEndParams(label_space=params), store, LABEL_SPACE_STAGES)

@@ -20,7 +20,7 @@ from tasks.label_space.embed import reports as embed_reports
 from tasks.model.evaluate import reports as evaluate_reports
 from tasks.model.train import reports as train_reports
 from tasks.params import ClusterParams, DescribeParams, EndToEndParams, LabelSpaceParams
-from tasks.registry import run_stages
+from tasks.registry import LABEL_SPACE_STAGES, run_stages
 from tasks.reports import MAX_IMAGE_BYTES, Report, artifact_key, publish, publish_reports
 from tasks.store import ArtifactStore
 from tests.helpers.label_space_factory import make_label_space
@@ -51,7 +51,7 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     store = ArtifactStore(root / "artifacts")
     params = LabelSpaceParams(describe=DescribeParams(dataset="demo", descriptors=descriptors),
                               cluster=ClusterParams(k=5))
-    return run_stages(EndToEndParams(label_space=params), store, ["describe", "embed", "cluster"])
+    return run_stages(EndToEndParams(label_space=params), store, LABEL_SPACE_STAGES)
 
 
 def test_describe_lists_every_class_with_its_descriptions(stages: dict[str, Path]) -> None:

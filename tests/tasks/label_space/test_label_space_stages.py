@@ -14,6 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from prolab_models.label_space import load_label_space
 from tasks.label_space import embed as embed_module
+from tasks.registry import LABEL_SPACE_STAGES
 from tasks.store import ArtifactStore
 from tests.helpers.cli import CITYSCAPES, shared_path
 from tests.helpers.label_space_stages import EncodeCounter, build
@@ -71,7 +72,7 @@ def test_unchanged_rerun_encodes_nothing_and_edit_reembeds_one_class(
     descriptors.write_text(json.dumps(data))
     edited = build(descriptors, store)
     assert counter.texts == ["four wheels and a metal body", "painted bright red"]
-    assert all(edited[stage] != first[stage] for stage in ("describe", "embed", "cluster"))
+    assert all(edited[stage] != first[stage] for stage in LABEL_SPACE_STAGES)
     assert load_label_space(edited["cluster"]).multi_hot[13].sum() >= 1
 
 
@@ -85,3 +86,17 @@ def test_deleted_or_damaged_artifact_is_recomputed(store: ArtifactStore, monkeyp
     assert again == first
     assert store.verify() == {}
     assert load_label_space(again["cluster"]).num_properties == 8
+
+
+def test_the_embedded_model_is_asked_with_the_aspects_prompt_and_chat_backends_with_the_few_shot_one() -> None:
+    from tasks.label_space import describe
+    from tasks.label_space.llm import ASPECTS_PROMPT_VERSION, PROMPT_VERSION
+    from tasks.params import DescribeParams, EndToEndParams, LabelSpaceParams
+
+    def plan(**settings: str) -> str:
+        params = EndToEndParams(label_space=LabelSpaceParams(describe=DescribeParams(dataset="demo", **settings)))
+        return describe.plan(params, {}).params["prompt_version"]
+
+    assert plan(llm="local") == ASPECTS_PROMPT_VERSION
+    assert plan(llm="http://127.0.0.1:8000/v1", model="m") == PROMPT_VERSION
+    assert plan(llm="local", prompt="few-shot") == PROMPT_VERSION, "the prompt named wins"

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from tasks.label_space.llm import (
+    ASPECTS,
     EXAMPLES,
     MAX_PROPERTIES,
     MAX_PROPERTY_CHARS,
     MAX_REPLY_CHARS,
     PROMPT_VERSION,
     STOP,
+    aspect_prompt,
     build_messages,
+    parse_aspect_reply,
     parse_properties,
+    prompt_version,
 )
 
 
@@ -101,3 +105,24 @@ def test_prompt_has_four_examples_of_8_to_15_bullets_then_the_target() -> None:
     assert user["content"].endswith("category: traffic light")
     assert "Reply only" in build_messages("traffic light", nudge=True)[1]["content"]
     assert STOP == ["category:"] and PROMPT_VERSION
+
+
+def test_the_aspects_prompt_is_the_start_of_one_list_per_aspect_with_nothing_to_copy() -> None:
+    prompts = [aspect_prompt("traffic light", aspect) for aspect in ASPECTS]
+    assert set(ASPECTS) == {"colour", "material", "parts", "seen"}
+    assert all("a traffic light" in p and p.endswith(":\n-") for p in prompts)
+    assert not any(line in p for p in prompts for lines in EXAMPLES.values() for line in lines)
+    assert prompt_version("few-shot") == PROMPT_VERSION != prompt_version("aspects")
+
+
+def test_an_aspect_reply_is_cut_at_sentence_ends_with_the_class_name_replaced_by_it() -> None:
+    reply = (" The sky is blue, the sun is shining. It is bright.\n- Skies turn orange at dusk\n"
+             "- The sky\n- grey when it rains!\n- <strong>white</strong> clouds\n- never seen")
+    assert parse_aspect_reply(reply, "sky") == ["it is blue, the sun is shining", "it turn orange at dusk",
+                                                "grey when it rains", "white clouds"]
+
+
+def test_an_aspect_reply_keeps_decimals_and_drops_repeats_and_empty_items() -> None:
+    reply = " about 1.5 m tall\n- About 1.5 m tall.\n- \n- a car"
+    assert parse_aspect_reply(reply, "car") == ["about 1.5 m tall"]
+    assert parse_aspect_reply("", "car") == []

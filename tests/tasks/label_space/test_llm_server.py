@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,10 +17,21 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
-from tasks.label_space.llm import MAX_PROPERTY_CHARS, LLMSettings, describe_classes
+from tasks.label_space.llm import (
+    ASPECT_MAX_TOKENS,
+    ASPECT_STOP,
+    ASPECTS,
+    EXAMPLES,
+    LOCAL_DUMMY_KEY,
+    MAX_PROPERTY_CHARS,
+    LLMSettings,
+    describe_classes,
+)
 from tasks.label_space.llm_server import LLMServerError, local_llm_server, serve, server_command
+from tasks.label_space.repair import parse_repair_reply, repair_prompt
 from tasks.processes import free_port
 from tests.helpers.cli import PROJECT_ROOT
 
@@ -57,6 +69,38 @@ def test_gemma_describes_classes_and_the_second_run_is_cached(gemma: LLMSettings
     again = describe_classes(classes, gemma, tmp_path)
     assert (again.calls_made, again.cached) == (0, 3)
     assert again.descriptions == report.descriptions
+
+
+@needs_llama_cpp
+def test_gemma_answers_the_aspects_prompt_once_per_aspect_and_each_answer_is_cached(
+    gemma: LLMSettings, tmp_path: Path
+) -> None:
+    classes = ["car", "sky"]
+    settings = gemma.model_copy(update={"prompt": "aspects"})
+    report = describe_classes(classes, settings, tmp_path)
+    assert report.calls_made == len(classes) * len(ASPECTS)
+    example_lines = {line.casefold() for lines in EXAMPLES.values() for line in lines}
+    for name in classes:
+        properties = report.descriptions[name]
+        assert properties and all(0 < len(p) <= MAX_PROPERTY_CHARS for p in properties), report.raw_replies[name]
+        assert not {p.casefold() for p in properties} & example_lines
+        assert not any(re.search(rf"\b{name}\b", p, re.IGNORECASE) for p in properties), properties
+        assert all(f"[{aspect}]" in report.raw_replies[name] for aspect in ASPECTS)
+
+    again = describe_classes(classes, settings, tmp_path)
+    assert (again.calls_made, again.cached) == (0, 2) and again.descriptions == report.descriptions
+    few_shot = describe_classes(["car"], gemma, tmp_path)
+    assert few_shot.calls_made >= 1, "the few-shot prompt's answers are cached apart from the aspects'"
+
+
+@needs_llama_cpp
+def test_gemma_completes_the_repair_prompt_with_lines_about_the_target_only(gemma: LLMSettings) -> None:
+    client = openai.OpenAI(base_url=gemma.base_url, api_key=LOCAL_DUMMY_KEY)
+    reply = client.completions.create(model=gemma.model, prompt=repair_prompt("sky", "sidewalk"), temperature=0,
+                                      max_tokens=ASPECT_MAX_TOKENS, stop=ASPECT_STOP).choices[0].text
+    lines = parse_repair_reply(reply, "sky", "sidewalk", completion=True)
+    assert lines, reply
+    assert not any(re.search(r"\b(?:sky|sidewalk)s?\b", line, re.IGNORECASE) for line in lines), lines
 
 
 @needs_llama_cpp

@@ -1,0 +1,187 @@
+"""label_space_training: does a property label space train a better model than one-hot classes?
+
+Side by side, on the demo (its config's budget, K = 16) and on ../shared/data/camvid_mini (the
+camvid config's budget, 400 iterations, K = 24), each scored on the val split, one training
+seed (``randomness.seed``, 0 by default) and k-means seed 0:
+
+- ``one-hot CE``: the config's one-hot twin (``demo_ce``, ``camvid_ce``);
+- ``random``: a label space of random 384-d vectors, three a class, clustered into K;
+- ``gemma few-shot``: the embedded Gemma-3-270M with method.md's few-shot prompt, verify and
+  repair off (the pipeline before issue 13);
+- ``+ verify``, ``+ verify + repair``: the same descriptions verified, then repaired;
+- ``gemma aspects (default)``: the embedded default path (aspects prompt, verify, repair);
+- ``GPT-3.5``: the paper's Cityscapes descriptions mapped onto the same classes
+  (shared/data/cityscapes_class_maps.json), verify and repair off;
+- ``random words`` and ``shuffled``: WaffleCLIP's controls: as many lines a class as GPT-3.5's,
+  of 2 to 4 words drawn at random from the GPT-3.5 files' vocabulary; and GPT-3.5's lines
+  shuffled between classes.
+
+Per row: mIoU, the worst class's IoU, and the label space's figures (collisions,
+near-collisions, the closest pair, subset pairs). The stages run in this process through the
+store (``$PROLAB_ARTIFACTS``, default ``artifacts/``), so a rerun reuses every finished
+training. ``PROLAB_BENCH_DATASETS`` (``demo,camvid``) and ``PROLAB_BENCH_ROWS`` (row names,
+comma-separated) choose a subset; ``PROLAB_BENCH_SEED`` the training seed. The last line is
+``demo_prolab_minus_ce=<mIoU points>``: the embedded default against one-hot CE on the demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(os.environ.get("PROLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+DESCRIPTORS = SHARED / "data" / "prolab_descriptors"
+CAMVID = SHARED / "data" / "camvid_mini"
+SETTINGS = {"demo": {"config": "demo", "k": 16, "data_root": None},
+            "camvid": {"config": "camvid", "k": 24, "data_root": CAMVID}}
+
+
+def mapped_gpt35(dataset: str) -> dict[str, list[str]]:
+    from label_space_quality import mapped_gpt35 as mapped
+
+    return mapped(dataset)
+
+
+def random_words(dataset: str, seed: int = 0) -> dict[str, list[str]]:
+    """WaffleCLIP's random-word descriptors: GPT-3.5's line count a class, 2-4 random words a line."""
+    vocabulary = sorted({word for path in DESCRIPTORS.glob("*.json") for texts in json.loads(path.read_text()).values()
+                         for text in texts for word in re.findall(r"[a-z]{3,}", text.lower())})
+    rng = random.Random(seed)
+    return {name: [" ".join(rng.sample(vocabulary, rng.randint(2, 4))) for _ in texts]
+            for name, texts in mapped_gpt35(dataset).items()}
+
+
+def shuffled(dataset: str, seed: int = 0) -> dict[str, list[str]]:
+    """GPT-3.5's lines dealt to the classes at random, each class keeping its number of lines."""
+    descriptions = mapped_gpt35(dataset)
+    lines = [text for texts in descriptions.values() for text in texts]
+    random.Random(seed).shuffle(lines)
+    out, start = {}, 0
+    for name, texts in descriptions.items():
+        out[name], start = lines[start:start + len(texts)], start + len(texts)
+    return out
+
+
+def random_label_space(directory: Path, classes: list[str], k: int, seed: int = 0) -> Path:
+    """Random 384-d unit vectors, three a class, clustered into K as the cluster stage does."""
+    import pandas as pd
+
+    from tasks.label_space.cluster import cluster_embeddings, write_label_space
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(3 * len(classes), 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = pd.DataFrame({"class_index": np.repeat(np.arange(len(classes)), 3),
+                          "class_name": np.repeat(classes, 3), "description_index": np.tile(np.arange(3), len(classes)),
+                          "text": [f"random {i}" for i in range(len(vectors))], "vector": list(vectors)})
+    table["embedded_text"] = table["text"]
+    directory.mkdir(parents=True, exist_ok=True)
+    write_label_space(directory, cluster_embeddings(table, k, seed), "random", seed)
+    return directory
+
+
+def label_space_params(dataset: str, k: int, row: str, scratch: Path):
+    """The label-space parameters of a row (None for the rows that bring their own label space)."""
+    from tasks.params import (
+        ClusterParams,
+        DescribeParams,
+        LabelSpaceParams,
+        RepairParams,
+        VerifyParams,
+    )
+
+    def imported(descriptions: dict[str, list[str]]) -> LabelSpaceParams:
+        path = scratch / f"{dataset}-{row.replace(' ', '_')}.json"
+        path.write_text(json.dumps(descriptions, indent=1))
+        return LabelSpaceParams(describe=DescribeParams(dataset=dataset, descriptors=path), cluster=ClusterParams(k=k))
+
+    def gemma(prompt: str, verify: bool, rounds: int) -> LabelSpaceParams:
+        return LabelSpaceParams(describe=DescribeParams(dataset=dataset, llm="local", prompt=prompt),
+                                verify=VerifyParams(enabled=verify), cluster=ClusterParams(k=k),
+                                repair=RepairParams(rounds=rounds))
+
+    rows: dict[str, Callable[[], LabelSpaceParams]] = {
+        "gemma few-shot": lambda: gemma("few-shot", False, 0),
+        "gemma few-shot + verify": lambda: gemma("few-shot", True, 0),
+        "gemma few-shot + verify + repair": lambda: gemma("few-shot", True, 2),
+        "gemma aspects (default)": lambda: LabelSpaceParams(describe=DescribeParams(dataset=dataset),
+                                                            cluster=ClusterParams(k=k)),
+        "GPT-3.5": lambda: imported(mapped_gpt35(dataset)),
+        "random words": lambda: imported(random_words(dataset)),
+        "shuffled": lambda: imported(shuffled(dataset)),
+        "one-hot CE": lambda: imported(mapped_gpt35(dataset)),  # the CE model ignores its label space
+    }
+    return rows[row]()
+
+
+ROWS = ("one-hot CE", "random", "gemma few-shot", "gemma few-shot + verify", "gemma few-shot + verify + repair",
+        "gemma aspects (default)", "GPT-3.5", "random words", "shuffled")
+
+
+def run_row(dataset: str, row: str, seed: int, store, scratch: Path) -> dict:
+    from prolab_models.configs import one_hot_twin
+    from tasks.datasets import dataset_classes
+    from tasks.params import EndToEndParams, TrainParams
+    from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES, run_stages
+
+    settings = SETTINGS[dataset]
+    config = one_hot_twin(settings["config"]) if row == "one-hot CE" else settings["config"]
+    train = TrainParams(config=config, data_root=settings["data_root"], cfg_options={"randomness.seed": seed})
+    started = time.perf_counter()
+    if row == "random":
+        given = {LABEL_SPACE: random_label_space(scratch / f"{dataset}-random", dataset_classes(dataset),
+                                                 settings["k"])}
+        params = EndToEndParams(train=train)
+    else:
+        params = EndToEndParams(label_space=label_space_params(dataset, settings["k"], row, scratch), train=train)
+        given = {LABEL_SPACE: run_stages(params, store, LABEL_SPACE_STAGES)[LABEL_SPACE]}
+    paths = run_stages(params, store, ["train", "evaluate"], given=given)
+    metrics = json.loads((paths["evaluate"] / "metrics.json").read_text())
+    quality = json.loads((given[LABEL_SPACE] / "quality.json").read_text())
+    worst = min(metrics["per_class_iou"].items(), key=lambda item: -1 if item[1] is None else item[1])
+    closest = quality.get("closest_pair") or {}
+    return {"row": row, "mIoU": metrics["mIoU"], "worst": worst, "per_class": metrics["per_class_iou"],
+            "collisions": len(quality["collisions"]), "near": len(quality.get("near_collisions", [])),
+            "closest": f"{'/'.join(closest.get('classes', []))} {closest.get('cosine', 0):.2f}/{closest.get('hamming')}",
+            "subsets": len(quality.get("subsets", [])), "minutes": (time.perf_counter() - started) / 60,
+            "label_space": str(given[LABEL_SPACE]), "evaluation": str(paths["evaluate"])}
+
+
+def main() -> None:
+    from tasks.store import ArtifactStore
+
+    datasets = os.environ.get("PROLAB_BENCH_DATASETS", "demo,camvid").split(",")
+    rows = os.environ.get("PROLAB_BENCH_ROWS", ",".join(ROWS)).split(",")
+    seed = int(os.environ.get("PROLAB_BENCH_SEED", "0"))
+    store = ArtifactStore()
+    scratch = Path(tempfile.mkdtemp(prefix="prolab-label-space-training-"))
+    results: dict[str, dict[str, dict]] = {}
+    for dataset in datasets:
+        print(f"## {dataset} ({SETTINGS[dataset]['config']}, K={SETTINGS[dataset]['k']}, training seed {seed}, "
+              f"val split)")
+        print("| row | mIoU | worst class IoU | collisions | near-collisions | closest pair (cos/ham) | subsets |")
+        print("|---|---|---|---|---|---|---|")
+        for row in rows:
+            result = run_row(dataset, row, seed, store, scratch)
+            results.setdefault(dataset, {})[row] = result
+            name, iou = result["worst"]
+            print(f"| {row} | {result['mIoU']:.2f} | {name} {iou} | {result['collisions']} | {result['near']} | "
+                  f"{result['closest']} | {result['subsets']} |", flush=True)
+        for row, result in results[dataset].items():
+            print(f"{dataset} {row}: {json.dumps(result['per_class'])} ({result['minutes']:.1f} min; "
+                  f"{result['evaluation']})")
+    demo = results.get("demo", {})
+    if "gemma aspects (default)" in demo and "one-hot CE" in demo:
+        print(f"demo_prolab_minus_ce={demo['gemma aspects (default)']['mIoU'] - demo['one-hot CE']['mIoU']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""verify_descriptions on crafted descriptions, with the real embedder (all-MiniLM-L6-v2)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.label_space.embed import embed_texts, load_encoder
+from tasks.label_space.llm import EXAMPLES
+from tasks.label_space.verify import REASONS, VerifyError, flagged_counts, kept_descriptions, verify_descriptions
+from tasks.params import VerifyParams
+
+GOOD = {
+    "sky": ["blue or grey expanse above the horizon", "white clouds drifting overhead", "bright in daylight"],
+    "car": ["four wheels with black rubber tyres", "metal body with glass windows", "parked along streets"],
+    "tree": ["tall brown trunk with branches", "green leaves forming a crown", "grows in parks and along avenues"],
+}
+
+
+@pytest.fixture(scope="module")
+def embed():
+    """all-MiniLM-L6-v2 as the embed stage loads it (mean pooling, unit vectors), loaded once."""
+    encoder = load_encoder("all-MiniLM-L6-v2")
+    return lambda texts: encoder.encode(list(texts), convert_to_numpy=True)
+
+
+def test_the_pipelines_cached_embedding_function_serves_verify(tmp_path: Path) -> None:
+    embed = partial(embed_texts, embedder="all-MiniLM-L6-v2", cache_dir=tmp_path)
+    table = verify_descriptions({"car": ["four wheels", "Four wheels."], "sky": ["blue"]}, embed)
+    assert list(table["reason"]) == [None, "near_duplicate", None]
+
+
+def _with(extra: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {name: GOOD[name] + extra.get(name, []) for name in GOOD}
+
+
+def _row(table: pd.DataFrame, name: str, text: str) -> pd.Series:
+    (row,) = table[(table["class"] == name) & (table["text"] == text)].itertuples(index=False)
+    return pd.Series(row._asdict())
+
+
+def test_good_descriptions_are_all_kept_one_row_each(embed) -> None:
+    table = verify_descriptions(GOOD, embed, examples=EXAMPLES)
+    assert list(table.columns[:6]) == ["class", "index", "text", "kept", "reason", "score"]
+    assert len(table) == 9 and table["kept"].all() and table["reason"].isna().all()
+    assert list(table["index"]) == [0, 1, 2] * 3
+    assert kept_descriptions(table) == (GOOD, [])
+
+
+def test_a_line_copied_from_another_categorys_worked_example_is_flagged(embed) -> None:
+    copied = "May carry a basket, lights, mudguards or a bell."  # bicycle's example, said of a car
+    table = verify_descriptions(_with({"car": [copied]}), embed, examples=EXAMPLES)
+    row = _row(table, "car", copied)
+    assert (row["kept"], row["reason"], row["points_to"], row["score"]) == (False, "copied", "bicycle", 1.0)
+    assert table["kept"].sum() == 9
+
+
+def test_a_reworded_example_line_is_copied_by_its_embedding(embed) -> None:
+    reworded = "about as tall as a person's waist, and often bolted to the ground"
+    examples = {"bench": ["about as tall as a person's waist, often bolted to the ground"]}
+    table = verify_descriptions(_with({"sky": [reworded]}), embed, examples=examples)
+    row = _row(table, "sky", reworded)
+    assert (row["reason"], row["points_to"]) == ("copied", "bench") and 0.9 <= row["score"] < 1.0
+
+
+def test_a_class_may_repeat_its_own_worked_example(embed) -> None:
+    own = list(EXAMPLES["bicycle"][:3])
+    table = verify_descriptions({"bicycle": own, "car": GOOD["car"]}, embed, examples=EXAMPLES)
+    assert table["kept"].all()
+
+
+def test_a_line_about_another_class_is_misattributed_and_names_it(embed) -> None:
+    line = "tall trunk covered in bark with green leaves"
+    table = verify_descriptions(_with({"car": [line]}), embed)
+    row = _row(table, "car", line)
+    assert (row["kept"], row["reason"], row["points_to"]) == (False, "misattributed", "tree")
+    assert row["score"] >= VerifyParams().misattributed_margin
+
+
+def test_a_line_that_is_the_class_name_leaks_it(embed) -> None:
+    table = verify_descriptions(_with({"car": ["a car"], "tree": ["Trees"]}), embed)
+    for name, text in (("car", "a car"), ("tree", "Trees")):
+        row = _row(table, name, text)
+        assert row["reason"] == "leaks_class_name" and row["score"] >= 0.85
+
+
+def test_near_duplicates_keep_the_first_and_point_to_it(embed) -> None:
+    twins = ["metal body with glass windows.", "Metal body with glass windows and doors"]
+    table = verify_descriptions(_with({"car": twins}), embed)
+    first, second = (_row(table, "car", text) for text in twins)
+    assert first["reason"] == "near_duplicate" and first["duplicate_of"] == 1
+    assert second["reason"] == "near_duplicate" and second["score"] >= 0.9
+    assert kept_descriptions(table)[0]["car"] == GOOD["car"]
+
+
+def test_too_long_is_off_by_default_and_flags_lines_over_the_limit(embed) -> None:
+    long_line = "four wheels with black rubber tyres, hubcaps, bolts and a spare in the boot"
+    assert verify_descriptions(_with({"car": [long_line]}), embed)["kept"].all()
+    table = verify_descriptions(_with({"car": [long_line]}), embed, VerifyParams(max_chars=60))
+    row = _row(table, "car", long_line)
+    assert (row["reason"], row["score"]) == ("too_long", float(len(long_line)))
+    assert flagged_counts(table) == {reason: int(reason == "too_long") for reason in REASONS}
+
+
+def test_a_rule_set_to_none_flags_nothing(embed) -> None:
+    line = "tall trunk covered in bark with green leaves"
+    params = VerifyParams(misattributed_margin=None)
+    assert verify_descriptions(_with({"car": [line]}), embed, params)["kept"].all()
+
+
+def test_a_line_only_faintly_near_another_class_is_not_misattributed(embed) -> None:
+    line = "tall trunk covered in bark with green leaves"
+    row = _row(verify_descriptions(_with({"car": [line]}), embed), "car", line)
+    assert row["reason"] == "misattributed"
+    strict = VerifyParams(misattributed_min_cosine=0.95)  # "about the tree" must then be near-certain
+    assert verify_descriptions(_with({"car": [line]}), embed, strict)["kept"].all()
+
+
+def test_texts_are_embedded_lower_cased(embed) -> None:
+    seen: list[str] = []
+
+    def recording(texts):
+        seen.extend(texts)
+        return embed(texts)
+
+    verify_descriptions({"Sky": ["Blue Expanse"], "Car": ["Four Wheels"]}, recording)
+    assert seen and all(text == text.lower() for text in seen)
+
+
+def test_a_class_with_every_line_flagged_keeps_them_all_and_is_named(embed) -> None:
+    descriptions = {"car": ["a car", "Cars"], "tree": GOOD["tree"]}
+    table = verify_descriptions(descriptions, embed)
+    assert list(table.loc[table["class"] == "car", "reason"]) == ["leaks_class_name"] * 2
+    assert kept_descriptions(table) == (descriptions, ["car"]), "a class without lines would lose the class"
+    flagged = verify_descriptions({"car": ["a car", "four wheels"], "tree": GOOD["tree"]}, embed)
+    assert kept_descriptions(flagged) == ({"car": ["four wheels"], "tree": GOOD["tree"]}, [])
+    assert kept_descriptions(flagged, keep_flagged=True)[0]["car"] == ["a car", "four wheels"]
+
+
+def test_an_embedding_function_returning_the_wrong_number_of_vectors_is_an_error() -> None:
+    with pytest.raises(VerifyError, match="returned 1 vectors"):
+        verify_descriptions(GOOD, lambda texts: np.ones((1, 4)))
+
+
+def test_a_class_sentence_without_a_slot_is_refused() -> None:
+    with pytest.raises(ValueError, match="class_sentence must hold one"):
+        VerifyParams(class_sentence="a photo")
