@@ -9,6 +9,10 @@ Each figure is the median of the five; CPU is the command's own user + system ti
 that hands the Prefect run to a background recorder names its pid: the round waits for it to
 end before the next command (so that it does not slow the next one) and reports how long after
 the command returned the run was recorded.
+
+Then where the time goes: each command once more under ``python -X importtime``, its wall time
+beside the time its imports took (top-level modules, cumulative) and the largest of them; the
+rest is the command's own work (planning, store lookups, the Prefect flow when it runs one).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 ROUNDS = 5
 TINY = ["--cfg-options", "train_cfg.max_iters=2", "train_dataloader.batch_size=2"]
 RECORDER = re.compile(r"\(pid (\d+)")
+IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \| (\S+)")
 
 
 def _prolab() -> str:
@@ -51,6 +56,19 @@ def _wait_for(pid: int, timeout: float = 120) -> float:
     while Path(f"/proc/{pid}").exists() and time.perf_counter() - started < timeout:
         time.sleep(0.05)
     return time.perf_counter() - started
+
+
+def _imports(env: dict[str, str], args: list[str]) -> tuple[float, float, list[tuple[float, str]]]:
+    """One run under ``-X importtime``: wall seconds, seconds in top-level imports, the largest five."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "flows.cli", *args], check=False, env=env,
+                            capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - started
+    if found := RECORDER.search(result.stderr):
+        _wait_for(int(found.group(1)))
+    top = [(int(m.group(1)) / 1e6, m.group(2)) for line in result.stderr.splitlines()
+           if (m := IMPORT_LINE.match(line))]
+    return wall, sum(seconds for seconds, _ in top), sorted(top, reverse=True)[:5]
 
 
 def main() -> None:
@@ -96,6 +114,7 @@ def main() -> None:
                     cpus[name].append(cpu)
                     if found := RECORDER.search(result.stderr):
                         recorded[name].append(_wait_for(int(found.group(1))))
+            where = {name: _imports(env, args) for name, args in rows.items()}
         finally:
             stop(server)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
@@ -105,6 +124,11 @@ def main() -> None:
         after = f"{statistics.median(recorded[name]):.2f}" if recorded[name] else "in the command"
         print(f"| `{name}` | {statistics.median(walls[name]):.2f} | {min(walls[name]):.2f} | {max(walls[name]):.2f} "
               f"| {statistics.median(cpus[name]):.2f} | {after} |")
+    print()
+    print("| command (once, under -X importtime) | wall s | in imports s | largest imports (cumulative s) |")
+    print("|---|---|---|---|")
+    for name, (wall, imports, largest) in where.items():
+        print(f"| `{name}` | {wall:.2f} | {imports:.2f} | {', '.join(f'{m} {t:.2f}' for t, m in largest)} |")
     slowest = max(statistics.median(walls[name]) for name in ("prolab label-space", "prolab train", "prolab evaluate"))
     print(f"noop_slowest_median_seconds={slowest:.2f}")
 

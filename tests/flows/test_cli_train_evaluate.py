@@ -14,7 +14,7 @@ import pytest
 
 from data.demo import DEMO_CLASSES
 from tasks.processes import free_port
-from tasks.registry import LABEL_SPACE_STAGES
+from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES
 from tests.helpers.cli import last_line, prolab, shared_path
 from tests.helpers.fake_llm import FakeLLM
 from tests.helpers.prefect_runs import stage_states
@@ -51,7 +51,7 @@ def _evaluate_args(label_space: Path, run: Path) -> list[str]:
 
 def test_train_prints_a_run_with_its_checkpoint(env: dict[str, str], label_space: Path, run: Path) -> None:
     assert run.parent.name == "train" and list(run.glob("iter_2.pth"))
-    assert json.loads((run / "manifest.json").read_text())["inputs"]["label_space"] == f"cluster/{label_space.name}"
+    assert json.loads((run / "manifest.json").read_text())["inputs"]["label_space"] == f"{LABEL_SPACE}/{label_space.name}"
 
 
 def _files(*directories: Path) -> dict[Path, int]:
