@@ -63,6 +63,9 @@ class Stage:
     params: type[BaseModel]
     retries: int = 0
     retry_delay_seconds: float = field(default=0, compare=False)
+    # Whether the module has a ``status_note``: ``prolab status`` imports no other stage's module,
+    # so that remembered plans spare it sklearn, the LLM client and the model stack.
+    notes: bool = field(default=False, compare=False)
 
     @property
     def module(self) -> ModuleType:
@@ -78,8 +81,7 @@ class Stage:
     def status_note(self, directory: Path) -> str:
         """What ``prolab status`` adds about an up-to-date artifact: the module's
         ``status_note(directory)`` where it has one (repair: the pairs it repaired)."""
-        note = getattr(self.module, "status_note", None)
-        return note(directory) if note is not None else ""
+        return self.module.status_note(directory) if self.notes else ""
 
 
 STAGES: tuple[Stage, ...] = (
@@ -87,7 +89,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("verify", "tasks.label_space.verify", {"descriptions": "describe"}, VerifyParams),
     Stage("embed", "tasks.label_space.embed", {"descriptions": "verify"}, EmbedParams),
     Stage("cluster", "tasks.label_space.cluster", {"embeddings": "embed"}, ClusterParams),
-    Stage("repair", "tasks.label_space.repair", {"label_space": "cluster", "verification": "verify"}, RepairParams),
+    Stage("repair", "tasks.label_space.repair", {"label_space": "cluster", "verification": "verify"}, RepairParams,
+          notes=True),
     Stage("train", "tasks.model.train", {"label_space": "repair"}, TrainParams),
     Stage("evaluate", "tasks.model.evaluate", {"run": "train", "label_space": "repair"}, EvaluateParams),
 )

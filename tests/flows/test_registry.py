@@ -44,3 +44,9 @@ def test_stages_read_only_from_stages_before_them() -> None:
         seen.add(stage.name)
     assert upstream("evaluate") == [s.name for s in STAGES]
     assert LABEL_SPACE == LABEL_SPACE_STAGES[-1] and upstream(LABEL_SPACE) == list(LABEL_SPACE_STAGES)
+
+
+def test_a_stage_with_a_status_note_declares_it() -> None:
+    # prolab status imports only the modules that declare notes: one that forgot would lose its note
+    assert {stage.name for stage in STAGES if hasattr(stage.module, "status_note")} == \
+        {stage.name for stage in STAGES if stage.notes}
