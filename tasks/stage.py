@@ -25,15 +25,16 @@ class StagePlan:
 
     ``sources`` names the files and directories whose content the plan read (a descriptor
     file, a config and its bases, a data root): a plan is remembered while none of them changes
-    (``tasks/plan_cache.py``). None says that the plan read what cannot be checked that way (a
-    config that reads the environment), so it is made afresh every time.
+    (``tasks/plan_cache.py``). None, the default, says that the plan may read what cannot be
+    checked that way (a config that reads the environment, a stage that has not said what it
+    reads), so it is made afresh every time: a stage opts in by naming its sources, () for none.
     """
 
     stage: str
     version: str
     params: Mapping[str, Any]
     inputs: Mapping[str, str] = field(default_factory=dict)
-    sources: tuple[str, ...] | None = field(default=(), compare=False)
+    sources: tuple[str, ...] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:

@@ -70,7 +70,7 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
         "prompt_version": prompt_version(prompt_style(describe)),
         "dataset": describe.dataset,
         "classes": dataset_classes(describe.dataset),
-    })
+    }, sources=())
 
 
 @contextlib.contextmanager
