@@ -60,13 +60,6 @@ def _store(args: argparse.Namespace) -> ArtifactStore:
     return ArtifactStore(args.artifacts)
 
 
-def _open_and_connect(args: argparse.Namespace) -> None:
-    """The last checks before a command's flow runs: the store opens (a bad root fails here),
-    then the process connects to Prefect."""
-    _store(args)
-    _connect(args)
-
-
 def _connect(args: argparse.Namespace) -> None:
     """Pin this process to the Prefect API, starting the project's server when none is set.
     Commands call it after their input checks, so a refused command starts nothing, and before
@@ -77,13 +70,26 @@ def _connect(args: argparse.Namespace) -> None:
     _quiet_library_logs(args.verbose)
 
 
+def _reused(args: argparse.Namespace, found: Path, flow: str, parameters: dict) -> None:
+    """An unchanged rerun's answer, printed at once; Prefect records the run in the background."""
+    from flows import record
+
+    print(found)
+    sys.stdout.flush()
+    pid, log_file = record.start(flow, {**parameters, "artifacts": args.artifacts})
+    print(f"prolab: every stage is up to date; the Prefect run (all Cached) is recorded in the background "
+          f"(pid {pid}, log {log_file})", file=sys.stderr)
+
+
 def cmd_label_space(args: argparse.Namespace) -> None:
     from tasks.params import EndToEndParams
-    from tasks.registry import LABEL_SPACE_STAGES, plan_stages
+    from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES, reuse
 
     params = _label_space_params(args)
-    plan_stages(EndToEndParams(label_space=params), LABEL_SPACE_STAGES)  # bad input is refused before a flow run
-    _open_and_connect(args)
+    found = reuse(EndToEndParams(label_space=params), _store(args), LABEL_SPACE_STAGES)  # bad input is refused here
+    if found is not None:
+        return _reused(args, found[LABEL_SPACE], "label_space_flow", {"params": params.model_dump(mode="json")})
+    _connect(args)
     from flows.pipeline import label_space_flow
 
     print(label_space_flow(params, artifacts=args.artifacts))
@@ -91,19 +97,16 @@ def cmd_label_space(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     from tasks.params import EndToEndParams
-    from tasks.registry import LABEL_SPACE_STAGES, plan_stages, stage
-    from tasks.stage import explain
+    from tasks.registry import LABEL_SPACE_STAGES, stage, status
 
     store = _store(args)
-    stale = False
-    for name, plan in plan_stages(EndToEndParams(label_space=_label_space_params(args)), LABEL_SPACE_STAGES).items():
-        fresh, why = explain(store, plan)
-        if fresh:
-            note = stage(name).status_note(store.path(name, plan.key))
-            why += f" ({note})" if note else ""
-        print(f"{name:10s} {plan.key}  {why}")
-        stale |= not fresh
-    if stale:
+    params = EndToEndParams(label_space=_label_space_params(args))
+    pipeline, rows = status(params, store, LABEL_SPACE_STAGES)
+    print(f"pipeline: {pipeline}", file=sys.stderr)
+    for row in rows:
+        note = stage(row.name).status_note(store.path(row.name, row.plan.key)) if row.fresh else ""
+        print(f"{row.name:10s} {row.plan.key}  {row.why}" + (f" ({note})" if note else ""))
+    if not all(row.fresh for row in rows):
         print("some stages would run", file=sys.stderr)
 
 
@@ -118,11 +121,16 @@ def _label_space_dir(args: argparse.Namespace) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from tasks.params import EndToEndParams, TrainParams
-    from tasks.registry import LABEL_SPACE, plan_stages
+    from tasks.registry import LABEL_SPACE, reuse
 
-    label_space, params = _label_space_dir(args), model_from_args(TrainParams, args)
-    plan_stages(EndToEndParams(train=params), ["train"], {LABEL_SPACE: label_space})  # refused before a flow run
-    _open_and_connect(args)
+    label_space, params = _existing(args.label_space, "--label-space"), model_from_args(TrainParams, args)
+    store = _store(args)
+    found = reuse(EndToEndParams(train=params), store, ["train"], {LABEL_SPACE: label_space})
+    if found is not None:
+        return _reused(args, found["train"], "train_on_label_space_flow",
+                       {"label_space": str(label_space), "params": params.model_dump(mode="json")})
+    _label_space_dir(args)  # read, and refused if it is not one, before a flow run
+    _connect(args)
     from flows.pipeline import train_on_label_space_flow
 
     print(train_on_label_space_flow(str(label_space), params, artifacts=args.artifacts))
@@ -130,16 +138,21 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from tasks.params import EndToEndParams, EvaluateParams, TrainParams
-    from tasks.registry import LABEL_SPACE, plan_stages
+    from tasks.registry import LABEL_SPACE, reuse
 
-    label_space = _label_space_dir(args)
+    label_space = _existing(args.label_space, "--label-space")
     checkpoint = _existing(args.checkpoint, "--checkpoint")
     train, params = model_from_args(TrainParams, args), model_from_args(EvaluateParams, args)
-    from flows.pipeline import training_run
+    from tasks.model.checkpoints import training_run
 
-    plan_stages(EndToEndParams(train=train, evaluate=params), ["evaluate"],  # refused before a flow run
-                {LABEL_SPACE: label_space, "train": training_run(checkpoint)})
-    _open_and_connect(args)
+    given = {LABEL_SPACE: label_space, "train": training_run(checkpoint)}
+    found = reuse(EndToEndParams(train=train, evaluate=params), _store(args), ["evaluate"], given)
+    if found is not None:
+        return _reused(args, found["evaluate"], "evaluate_checkpoint_flow",
+                       {"label_space": str(label_space), "checkpoint": str(checkpoint),
+                        "train": train.model_dump(mode="json"), "params": params.model_dump(mode="json")})
+    _label_space_dir(args)  # read, and refused if it is not one, before a flow run
+    _connect(args)
     from flows.pipeline import evaluate_checkpoint_flow
 
     print(evaluate_checkpoint_flow(str(label_space), str(checkpoint), train, params, artifacts=args.artifacts))
@@ -174,10 +187,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     words = LabelSpaceParams(describe=model_from_args(DescribeParams, args), verify=model_from_args(VerifyParams, args))
     params = EndToEndParams(label_space=words, train=_run_settings(args, checkpoint),
                             predict=model_from_args(PredictParams, args, images=args.images))
-    from flows.pipeline import training_run
+    from tasks.model.checkpoints import training_run
 
     plan_stages(params, ["predict"], {"train": training_run(checkpoint)})  # refused before a flow run
-    _open_and_connect(args)
+    _store(args)
+    _connect(args)
     from flows.pipeline import predict_checkpoint_flow
 
     out = Path(predict_checkpoint_flow(str(checkpoint), params, artifacts=args.artifacts))
@@ -211,6 +225,29 @@ def cmd_verify(args: argparse.Namespace) -> None:
     if damaged:
         raise UserError(f"{len(damaged)} damaged artifact(s) under {where}; the next run recomputes them")
     print(f"all artifacts under {where} match their manifests", file=sys.stderr)
+
+
+def cmd_gc(args: argparse.Namespace) -> None:
+    from tasks.gc import Collector, human_size
+
+    store = _store(args)
+    collector = Collector(store, args.keep, args.keep_days)
+    going = kept = 0
+    for entry in collector.entries():
+        where = entry.path if isinstance(entry.path, str) else entry.path.relative_to(store.root)
+        if entry.remove and args.yes:
+            went = collector.remove(entry)
+            action, why = ("removed", entry.why) if went else ("kept", "in use since it was listed")
+        else:
+            went, action, why = entry.remove, "remove" if entry.remove else "keep", entry.why
+        going += entry.size if went else 0
+        kept += 0 if went else entry.size
+        print(f"{action:8s} {human_size(entry.size):>10s}  {where}  {entry.kind}: {why}")
+    if args.yes:
+        print(f"freed {human_size(going)} under {store.location}; kept {human_size(kept)}")
+    else:
+        print(f"would free {human_size(going)} under {store.location}, keeping {human_size(kept)}: "
+              f"nothing removed yet (prolab gc --yes removes it)")
 
 
 def cmd_llm_serve(args: argparse.Namespace) -> None:
@@ -349,6 +386,13 @@ def cmd_worker(args: argparse.Namespace) -> None:
         print(f"{local.name} {'up' if worker.is_running(local) else 'down'}")
 
 
+def _days(text: str) -> float:
+    days = float(text)
+    if not days >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number of days (0 or more)")
+    return days
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prolab", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -398,6 +442,19 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check every artifact against its manifest")
     _add_store(verify)
     verify.set_defaults(run=cmd_verify)
+
+    from tasks.gc import DEFAULT_KEEP_DAYS
+
+    gc = commands.add_parser("gc", help="list what no kept run needs (sizes, and why each item goes or stays); "
+                                        "remove it with --yes")
+    gc.add_argument("--yes", action="store_true", help="remove what is listed as going (default: only list it)")
+    gc.add_argument("--keep", type=Path, nargs="+", default=[], metavar="DIR",
+                    help="also keep these artifacts (a label space, run or evaluation directory) and their inputs")
+    gc.add_argument("--keep-days", type=_days, default=DEFAULT_KEEP_DAYS, metavar="N",
+                    help=f"keep what a run created or used in the last N days, and work dirs and quarantined "
+                         f"copies younger than that (default: {DEFAULT_KEEP_DAYS:g})")
+    _add_store(gc)
+    gc.set_defaults(run=cmd_gc)
 
     llm = commands.add_parser("llm", help="the local LLM server").add_subparsers(dest="llm_command", required=True)
     serve = llm.add_parser("serve", help="serve an OpenAI-compatible LLM on 127.0.0.1 (foreground)")

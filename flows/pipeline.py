@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from tasks.model.runs import last_checkpoint
+from tasks.model.checkpoints import training_run
 from tasks.params import EndToEndParams, EvaluateParams, LabelSpaceParams, TrainParams
 from tasks.prefect_tasks import execute_as_task
 from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES, end_to_end, run_stages
@@ -68,9 +68,3 @@ def predict_checkpoint_flow(checkpoint: str, params: EndToEndParams = EndToEndPa
                        execute=execute_as_task(store))
     return str(paths["predict"])
 
-
-def training_run(checkpoint: Path) -> Path:
-    """A run of the store as it is (named by its key); any other work dir by its last checkpoint
-    (named by that file's content)."""
-    checkpoint = checkpoint.expanduser().resolve()
-    return checkpoint if (checkpoint / "manifest.json").is_file() else last_checkpoint(checkpoint)

@@ -24,9 +24,7 @@ from tasks.params import EndToEndParams
 from tasks.registry import STAGES, Execute, Stage
 from tasks.reports import publish_reports
 from tasks.stage import StagePlan
-from tasks.store import ArtifactStore
-
-RESULTS_DIR = ".prefect-results"
+from tasks.store import RESULTS_DIR, ArtifactStore
 
 
 @dataclass

@@ -13,6 +13,7 @@ A half-published or damaged copy is a miss, never a hit.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import json
 import logging
@@ -41,6 +42,21 @@ def cache_dir(url: str) -> Path:
 def open_remote(url: str) -> RemoteStore:
     """The remote store at ``url``, opened once per process."""
     return RemoteStore(url.rstrip("/"))
+
+
+def _modified(info: dict[str, Any]) -> float | None:
+    """When a file was last written (seconds since the epoch), from whichever field its file
+    system gives (local: mtime; memory: created; S3: LastModified; GCS: updated); None if none."""
+    for field in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(field)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = dt.datetime.fromisoformat(value)
+        if isinstance(value, dt.datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    return None
 
 
 def _manifest_files(raw: bytes, stage: str, key: str) -> list[str]:
@@ -130,16 +146,51 @@ class RemoteStore:
         """``(stage, key)`` of every committed artifact."""
         return sorted((stage, key) for stage, key, _ in self._committed("*"))
 
-    def manifests(self, stage: str) -> list[dict[str, Any]]:
-        """Every readable manifest committed under ``<stage>/``."""
-        paths = [path for _, _, path in self._committed(stage)]
+    def put_bytes(self, relative: str, data: bytes) -> None:
+        """Write ``<url>/<relative>`` whole (a run record of ``tasks/lineage.py``)."""
+        with self._errors("write to it"):
+            self.fs.makedirs(posixpath.dirname(f"{self.path}/{relative}"), exist_ok=True)
+            self.fs.pipe_file(f"{self.path}/{relative}", data)
+
+    def read_matching(self, pattern: str) -> dict[str, bytes]:
+        """The content of every file matching ``<url>/<pattern>``, by file name."""
         with self._errors("read it"):
+            paths = self.fs.glob(f"{self.path}/{pattern}")
             raw = self.fs.cat(paths, on_error="omit") if paths else {}
-        manifests = []
-        for data in raw.values():
-            with contextlib.suppress(ValueError):
-                manifests.append(json.loads(data))
-        return [m for m in manifests if isinstance(m, dict)]
+        return {PurePosixPath(path).name: data for path, data in raw.items()}
+
+    def uncommitted(self) -> list[tuple[str, int, float | None]]:
+        """What publications left unfinished: every ``<stage>/<key>/`` without a manifest, and every
+        staged manifest beside a committed one. Each as (URL, bytes, when it was last written, or
+        None when the file system does not say)."""
+        found = []
+        with self._errors("list it"):
+            committed = {posixpath.dirname(path) for _, _, path in self._committed("*")}
+            for directory in self.fs.glob(f"{self.path}/*/*"):
+                stage, key = PurePosixPath(directory).parts[-2:]
+                if stage.startswith(".") or key.startswith(".") or not self.fs.isdir(directory):
+                    continue
+                pattern = f"{directory}/.{MANIFEST}.*" if directory in committed else f"{directory}/**"
+                files = {path: info for path, info in self.fs.glob(pattern, detail=True).items()
+                         if info.get("type") != "directory"}
+                if directory in committed:
+                    found += [(self._url(path), int(info.get("size") or 0), _modified(info))
+                              for path, info in files.items()]
+                else:
+                    times = [_modified(info) for info in files.values()] or [_modified(self.fs.info(directory))]
+                    known = None if None in times else max(times)
+                    found.append((self._url(directory), sum(int(i.get("size") or 0) for i in files.values()), known))
+        return sorted(found)
+
+    def _url(self, path: str) -> str:
+        return self.url + path[len(self.path):]
+
+    def remove(self, url: str) -> None:
+        """Remove ``url`` (under this store), recursively."""
+        if not url.startswith(self.url + "/"):
+            raise ValueError(f"{url}: not under {self.url}")
+        with self._errors("remove from it"):
+            self.fs.rm(self.path + url[len(self.url):], recursive=True)
 
     def _committed(self, stage: str) -> list[tuple[str, str, str]]:
         """``(stage, key, manifest path)`` under the stage pattern ``stage``; hidden names are not artifacts."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.files import MANIFEST, sha256_file, sha256_json
+from tasks.files import MANIFEST, canonical_json, sha256_file, sha256_json
 from tasks.store import ArtifactStore, artifact_key
 
 log = logging.getLogger(__name__)
@@ -21,12 +21,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StagePlan:
-    """A stage's identity: what determines its output, and so its key."""
+    """A stage's identity: what determines its output, and so its key.
+
+    ``sources`` names the files and directories whose content the plan read (a descriptor
+    file, a config and its bases, a data root): a plan is remembered while none of them changes
+    (``tasks/plan_cache.py``). None, the default, says that the plan may read what cannot be
+    checked that way (a config that reads the environment, a stage that has not said what it
+    reads), so it is made afresh every time: a stage opts in by naming its sources, () for none.
+    """
 
     stage: str
     version: str
     params: Mapping[str, Any]
     inputs: Mapping[str, str] = field(default_factory=dict)
+    sources: tuple[str, ...] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -64,31 +72,29 @@ def materialize(store: ArtifactStore, plan: StagePlan, build: Callable[[Path], N
     return store.path(plan.stage, plan.key)
 
 
-def explain(store: ArtifactStore, plan: StagePlan) -> tuple[bool, str]:
-    """Whether a stage is up to date and, if not, why: like ``dvc status``."""
+def explain(store: ArtifactStore, plan: StagePlan, previous: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """Whether a stage is up to date and, if not, why, like ``dvc status``: ``previous`` is the
+    stage's plan in the last run of the same pipeline (``tasks.lineage``), None if it never ran."""
     found = store.get(plan.stage, plan.key)
     if found is not None:
         return True, "up to date"
-    previous = _latest_manifest(store, plan.stage)
     if previous is None:
         return False, "never run"
+    previous, now = _plain(previous), _plain({"params": plan.params, "inputs": plan.inputs})
     reasons = []
     if previous.get("version") != plan.version:
         reasons.append(f"stage version {previous.get('version')} -> {plan.version}")
-    reasons += _diff("parameter", previous.get("params", {}), dict(plan.params))
-    reasons += _diff("input", previous.get("inputs", {}), dict(plan.inputs))
-    return False, "changed since the last run: " + ("; ".join(reasons) or "unknown")
+    reasons += _diff("parameter", previous.get("params", {}), now["params"])
+    reasons += _diff("input", previous.get("inputs", {}), now["inputs"])
+    if not reasons:
+        return False, "unchanged since the last run, but its artifact is gone (removed or damaged): it will be recomputed"
+    return False, "changed since the last run: " + "; ".join(reasons)
 
 
-def _latest_manifest(store: ArtifactStore, stage: str) -> dict | None:
-    if store.remote is not None:  # the shared store's history, not only what this machine cached
-        return max(store.remote.manifests(stage), key=lambda m: str(m.get("created", "")), default=None)
-    stage_dir = store.root / stage
-    manifests = [d / MANIFEST for d in stage_dir.iterdir() if (d / MANIFEST).is_file()] if stage_dir.is_dir() else []
-    if not manifests:
-        return None
-    latest = max(manifests, key=lambda p: p.stat().st_mtime)
-    return json.loads(latest.read_text())
+def _plain(value: Any) -> Any:
+    """``value`` as JSON gives it back (tuples as lists, paths as text), so that a plan compares
+    equal to its record."""
+    return json.loads(canonical_json(value))
 
 
 def _diff(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -8,6 +8,12 @@ its manifest is never a hit: it is reported and moved aside to ``<root>/.quarant
 A temporary directory's name carries its writer (pid and host), so one left by a killed
 writer is swept once that process is gone.
 
+Two kinds of lock live in ``<root>/.locks``, one file per key, both released by the kernel when
+their process dies: a writer's (``<stage>-<key>.lock``: one process at a time computes a key
+whose work outlives a temporary directory, training's ``<stage>/.work-<key>``), and a reader's
+(``<stage>-<key>.use``, shared: the artifacts a running pipeline reads or writes, which
+``prolab gc`` never removes).
+
 The root may also be an fsspec URL (``s3://bucket/prolab``, ``file:///shared/prolab``): the
 store is then that remote, mirrored by a local cache directory that the stages read and
 write (``tasks/remote_store.py``).
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import functools
 import json
 import logging
@@ -26,7 +33,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,8 +47,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
+WORK_PREFIX = ".work-"
 QUARANTINE = ".quarantine"
 LOCKS = ".locks"
+# Prefect's cache record of each stage (``tasks/prefect_tasks.py``), named ``<stage>-<key>``.
+RESULTS_DIR = ".prefect-results"
 KEY_LENGTH = 16
 # Libraries whose versions are recorded in every manifest.
 TRACKED_LIBRARIES = (
@@ -82,12 +92,12 @@ def _this_host() -> str:
     return host
 
 
-def _tmp_name(key: str) -> str:
+def tmp_name(key: str) -> str:
     """``.tmp-<key>-<random>-<pid>@<host>``: unique, and naming the process that writes it."""
     return f"{TMP_PREFIX}{key}-{uuid.uuid4().hex[:8]}-{os.getpid()}@{_this_host()}"
 
 
-def _writer_is_dead(name: str) -> bool:
+def writer_is_dead(name: str) -> bool:
     """Whether a temporary directory's writer was a process of this host that has ended. A writer
     on another host, or one a name does not identify, is presumed alive."""
     head, at, host = name.rpartition("@")
@@ -101,6 +111,39 @@ def _writer_is_dead(name: str) -> bool:
     except (OSError, OverflowError):  # alive under another user, or no pid at all
         return False
     return False
+
+
+def flock(path: Path, mode: int) -> int:
+    """An open descriptor of ``path`` holding ``flock(mode)`` until it is closed (the kernel
+    releases it if the process dies); ``BlockingIOError`` when ``mode`` has ``LOCK_NB`` and the
+    lock is taken. A lock file unlinked or replaced while this waited (``prolab gc`` removing a
+    stale one) is let go and the file now at ``path`` locked instead, so two holders never lock
+    different files of one name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, mode)
+            held, current = os.fstat(descriptor), os.stat(path)
+        except FileNotFoundError:
+            os.close(descriptor)
+            continue
+        except BaseException:
+            os.close(descriptor)
+            raise
+        if held.st_nlink and (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+            return descriptor
+        os.close(descriptor)
+
+
+def _release_and_tidy(path: Path, descriptor: int) -> None:
+    """Let go of a shared lock, removing its file when no other process holds it (an exclusive
+    lock taken without waiting says so), so that ``.locks`` does not fill up with one file per key."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(descriptor), os.stat(path)):
+            path.unlink()
+    os.close(descriptor)
 
 
 @dataclass(frozen=True)
@@ -193,7 +236,7 @@ class ArtifactStore:
         stage_dir = self.root / stage
         stage_dir.mkdir(parents=True, exist_ok=True)
         self._sweep_dir(stage_dir)
-        tmp = stage_dir / _tmp_name(key)
+        tmp = stage_dir / tmp_name(key)
         tmp.mkdir()
         try:
             yield tmp
@@ -244,14 +287,23 @@ class ArtifactStore:
         if self.remote is not None:
             self.remote.publish(stage, key, self.path(stage, key))
 
+    def work_dir(self, stage: str, key: str) -> Path:
+        """Where a stage whose work outlives a temporary directory (training's resumable run)
+        works on ``key``, under its writer lock; hidden, so never taken for an artifact."""
+        return self.root / stage / f"{WORK_PREFIX}{key}"
+
+    def lock_file(self, stage: str, key: str, kind: str = "lock") -> Path:
+        """``<root>/.locks/<stage>-<key>.<kind>``: ``lock`` for the writer, ``use`` for readers."""
+        return self.root / LOCKS / f"{stage}-{key}.{kind}"
+
     @contextlib.contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
         """Hold ``<stage>/<key>``'s writer lock: one process (or thread) at a time computes a key
         whose work outlives a temporary directory (training's resumable work dir). A killed
-        holder's lock is released by the kernel; the lock files live in ``<root>/.locks``."""
+        holder's lock is released by the kernel."""
         from filelock import FileLock, Timeout
 
-        path = self.root / LOCKS / f"{stage}-{key}.lock"
+        path = self.lock_file(stage, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(path)
         try:
@@ -264,14 +316,33 @@ class ArtifactStore:
         finally:
             lock.release()
 
-    def _stage_dirs(self) -> list[Path]:
-        """``<root>/<stage>`` directories; hidden ones (``.quarantine``, ``.prefect-results``) are not stages."""
+    @contextlib.contextmanager
+    def using(self, refs: Iterable[str]) -> Iterator[None]:
+        """Mark the artifacts ``refs`` (``<stage>/<key>``, present or still to be computed) as in
+        use by this process for the block: ``prolab gc`` removes none of them meanwhile. A shared
+        lock per key, so any number of pipelines use one artifact at once."""
+        held: list[tuple[Path, int]] = []
+        try:
+            for ref in sorted(set(refs)):
+                stage, _, key = ref.partition("/")
+                path = self.lock_file(stage, key, "use")
+                try:
+                    held.append((path, flock(path, fcntl.LOCK_SH)))
+                except PermissionError:  # a store this process cannot write cannot be collected by it either
+                    log.debug("%s: not marked in use (store not writable)", ref)
+            yield
+        finally:
+            for path, descriptor in held:
+                _release_and_tidy(path, descriptor)
+
+    def stage_dirs(self) -> list[Path]:
+        """``<root>/<stage>`` directories; hidden ones (``.quarantine``, ``.prefect-results``, ``.runs``...) are not stages."""
         if not self.root.is_dir():
             return []
         return [d for d in sorted(self.root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
 
     def iter_artifacts(self) -> Iterator[Path]:
-        for stage_dir in self._stage_dirs():
+        for stage_dir in self.stage_dirs():
             for directory in sorted(stage_dir.iterdir()):
                 # Hidden entries are work in progress, not artifacts: ``.tmp-*`` (an artifact being
                 # written) and ``train/.work-*`` (a resumable training run killed before it finished).
@@ -281,10 +352,10 @@ class ArtifactStore:
     def sweep(self) -> list[Path]:
         """Remove the temporary directories whose writers died (a SIGKILL runs no clean-up) and
         return them. A live writer's is kept, and so is resumable training work (``.work-*``)."""
-        return [swept for stage_dir in self._stage_dirs() for swept in self._sweep_dir(stage_dir)]
+        return [swept for stage_dir in self.stage_dirs() for swept in self._sweep_dir(stage_dir)]
 
     def _sweep_dir(self, stage_dir: Path) -> list[Path]:
-        swept = [tmp for tmp in sorted(stage_dir.glob(f"{TMP_PREFIX}*")) if _writer_is_dead(tmp.name)]
+        swept = [tmp for tmp in sorted(stage_dir.glob(f"{TMP_PREFIX}*")) if writer_is_dead(tmp.name)]
         for tmp in swept:
             log.info("removing %s: its writer is gone", tmp)
             shutil.rmtree(tmp, ignore_errors=True)

@@ -15,6 +15,7 @@ import copy
 import functools
 import inspect
 import math
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ CONFIG_SUFFIXES = (".py", ".json", ".yaml", ".yml")
 # What a run reads from every config: the model's head, and the datasets it trains and scores on.
 REQUIRED_SECTIONS = ("model.decode_head", "train_dataloader.dataset", "test_dataloader.dataset")
 _MISSING = object()
+_READS_ENVIRONMENT = re.compile(r"\{\{\s*\$|environ|getenv")
 
 CONFIGS: dict[str, str] = {
     # CPU, from scratch, minutes. demo: ViT-Adapter-T, the default pipeline's model; camvid: the
@@ -138,13 +140,25 @@ def _parse(path: Path, sources: tuple[tuple[str, int, int], ...]) -> Config:
         raise InvalidConfigError(f"config {path}: {type(error).__name__}: {error}") from error
 
 
+def config_files(name_or_path: str | Path) -> list[Path]:
+    """The config's file and its local ``_base_`` files (a package's, ``mmseg::...``, come with
+    the package), each checked to parse."""
+    path = resolve_config(name_or_path)
+    return _check_python_source(path) if path.suffix == ".py" else [path]
+
+
+def reads_environment(files: list[Path]) -> bool:
+    """Whether a config may read the environment (mmengine's ``{{$VAR}}`` templates,
+    ``os.environ``, ``os.getenv``): then the same files may parse to another config."""
+    return any(_READS_ENVIRONMENT.search(f.read_text(errors="replace")) for f in files)
+
+
 def load_config(name_or_path: str | Path) -> Config:
     """A config by short name or path, parsed; any error names the file. A fresh copy each
     call: callers merge options into it."""
-    path = resolve_config(name_or_path)
-    files = _check_python_source(path) if path.suffix == ".py" else [path]
+    files = config_files(name_or_path)
     sources = tuple((str(f), (stat := f.stat()).st_mtime_ns, stat.st_size) for f in files)
-    return copy.deepcopy(_parse(path, sources))
+    return copy.deepcopy(_parse(files[0], sources))
 
 
 def _lookup(cfg: Any, dotted: str) -> Any:

@@ -101,7 +101,7 @@ def write_label_space(directory: Path, clustering: Clustering, embedder: str, se
 def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     cluster = params.label_space.cluster
     return StagePlan("cluster", VERSION, {"k": cluster.k, "seed": cluster.seed, "algorithm": "kmeans"},
-                     {"embeddings": inputs["embeddings"]})
+                     {"embeddings": inputs["embeddings"]}, sources=())
 
 
 def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:

@@ -61,7 +61,7 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     if describe.source == "import":
         content = json.dumps(imported_descriptions(describe), ensure_ascii=False)  # validated before any work
         return StagePlan("describe", VERSION, {"backend": "import", "dataset": describe.dataset},
-                         {"descriptions_sha256": sha256_text(content)})
+                         {"descriptions_sha256": sha256_text(content)}, (str(describe.descriptors.expanduser().resolve()),))
     from tasks.label_space.llm import prompt_version  # the openai client: only for LLM descriptions
 
     return StagePlan("describe", VERSION, {
@@ -70,7 +70,7 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
         "prompt_version": prompt_version(prompt_style(describe)),
         "dataset": describe.dataset,
         "classes": dataset_classes(describe.dataset),
-    })
+    }, sources=())
 
 
 @contextlib.contextmanager

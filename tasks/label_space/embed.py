@@ -171,7 +171,7 @@ def write_embeddings(directory: Path, table: pd.DataFrame, report: EmbedReport) 
 def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     return StagePlan("embed", VERSION, {"embedder": params.label_space.embed.embedder, "pooling": "mean+l2",
                                         "lowercase": True},
-                     {"descriptions": inputs["descriptions"]})
+                     {"descriptions": inputs["descriptions"]}, sources=())
 
 
 def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:

@@ -238,7 +238,7 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
                         prompt_version=REPAIR_PROMPT_VERSION, verify=label_space.verify.model_dump(),
                         embedder=label_space.embed.embedder, k=label_space.cluster.k, seed=label_space.cluster.seed)
     return StagePlan("repair", VERSION, settings,
-                     {"label_space": inputs["label_space"], "verification": inputs["verification"]})
+                     {"label_space": inputs["label_space"], "verification": inputs["verification"]}, sources=())
 
 
 def _class_descriptions(label_space: Path) -> dict[str, list[str]]:

@@ -200,7 +200,7 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     if label_space.verifies:
         settings.update(label_space.verify.model_dump(exclude={"enabled"}), embedder=label_space.embed.embedder,
                         examples=examples_for(params))
-    return StagePlan("verify", VERSION, settings, {"descriptions": inputs["descriptions"]})
+    return StagePlan("verify", VERSION, settings, {"descriptions": inputs["descriptions"]}, sources=())
 
 
 def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:

@@ -49,11 +49,11 @@ from tasks.label_space.transfer import (
     swapped_descriptions,
     write_scoring_label_space,
 )
+from tasks.model.checkpoints import last_checkpoint
 from tasks.model.runs import (
     RunRecord,
     build_config,
     check_inputs,
-    last_checkpoint,
     logs_to_stderr,
     model_identity,
     resolve_data_root,
@@ -327,7 +327,8 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     if params.train.held_out:
         settings.update(held_out=list(params.train.held_out), floor=SIMILARITY_FLOOR)
     return StagePlan("evaluate", VERSION, settings,
-                     {"run": inputs["run"], "label_space": inputs["label_space"], "dataset": identity.dataset})
+                     {"run": inputs["run"], "label_space": inputs["label_space"], "dataset": identity.dataset},
+                     identity.sources)
 
 
 def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:

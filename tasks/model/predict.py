@@ -43,7 +43,8 @@ from tasks.label_space.transfer import (
     require_expressed,
     scoring_rows,
 )
-from tasks.model.runs import build_config, dataset_classes, dataset_palette, last_checkpoint, run_record
+from tasks.model.checkpoints import last_checkpoint
+from tasks.model.runs import build_config, dataset_classes, dataset_palette, run_record
 from tasks.params import SIMILARITY_FLOOR, EndToEndParams
 from tasks.reports import Report, artifact_key, image, markdown_table, read_json
 from tasks.stage import StagePlan, input_ref, materialize

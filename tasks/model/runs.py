@@ -19,7 +19,15 @@ from typing import Any
 
 from mmengine.config import Config
 
-from prolab_models.configs import check_buildable, check_overrides, check_sections, load_config, resolve_config
+from prolab_models.configs import (
+    check_buildable,
+    check_overrides,
+    check_sections,
+    config_files,
+    load_config,
+    reads_environment,
+    resolve_config,
+)
 from prolab_models.errors import DatasetLayoutError, LabelSpaceMismatchError, ProLabInputError
 from prolab_models.label_space import LabelSpace
 from tasks.files import canonical_json, sha256_text
@@ -175,21 +183,6 @@ def run_record(run: Path) -> RunRecord:
                      dict(data.get("cfg_options") or {}))
 
 
-def last_checkpoint(run: Path) -> Path:
-    """A checkpoint file, or a work dir's latest (mmengine's ``last_checkpoint`` record)."""
-    if run.is_file():
-        return run
-    record = run / "last_checkpoint"
-    if record.is_file():
-        path = Path(record.read_text().strip())
-        if path.is_file():
-            return path
-    found = sorted(run.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
-    if not found:
-        raise FileNotFoundError(f"{run}: no checkpoint (neither a .pth file nor a work dir holding one)")
-    return found[-1]
-
-
 @contextlib.contextmanager
 def logs_to_stderr() -> Iterator[None]:
     """mmengine's logger writes to the stdout of its creation time: make that stderr."""
@@ -225,6 +218,9 @@ class ModelIdentity:
     config_sha256: str
     dataset: str  # the dataset's fingerprint
     data_root: Path
+    # What the identity was read from (the config's files, the data root), for ``StagePlan.sources``;
+    # None when the config reads the environment.
+    sources: tuple[str, ...] | None
 
 
 def config_sha256(params: TrainParams) -> str:
@@ -242,4 +238,6 @@ def model_identity(params: TrainParams) -> ModelIdentity:
     cfg = _config(params, data_root)
     # The generated demo is hashed by content, so a regenerated copy keeps its key.
     fingerprint = dataset_fingerprint(data_root, content=data_root == DEFAULT_ROOT.resolve())
-    return ModelIdentity(cfg, sha256_text(canonical_json(cfg.to_dict())), fingerprint, data_root)
+    files = config_files(params.config)
+    sources = None if reads_environment(files) else (*map(str, files), str(data_root))
+    return ModelIdentity(cfg, sha256_text(canonical_json(cfg.to_dict())), fingerprint, data_root, sources)

@@ -40,12 +40,12 @@ from prolab_models.errors import LabelSpaceMismatchError
 from prolab_models.label_space import LabelSpace, load_label_space
 from tasks.files import MANIFEST
 from tasks.label_space.transfer import EmbedFn
+from tasks.model.checkpoints import last_checkpoint
 from tasks.model.runs import (
     RUN_RECORD,
     build_config,
     check_inputs,
     hold_out_classes,
-    last_checkpoint,
     logs_to_stderr,
     model_identity,
     resolve_data_root,
@@ -180,7 +180,8 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
                 "config_sha256": identity.config_sha256}
     if params.train.held_out:
         settings["held_out"] = list(params.train.held_out)
-    return StagePlan("train", VERSION, settings, {"label_space": inputs["label_space"], "dataset": identity.dataset})
+    return StagePlan("train", VERSION, settings, {"label_space": inputs["label_space"], "dataset": identity.dataset},
+                     identity.sources)
 
 
 def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:
@@ -192,7 +193,7 @@ def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], sto
     settings = params.train
 
     def build(out: Path) -> None:
-        work_dir = store.root / "train" / f".work-{plan.key}"
+        work_dir = store.work_dir(plan.stage, plan.key)
         embed = None
         if settings.held_out:
             from tasks.label_space.embed import text_embedder

@@ -1,16 +1,24 @@
-"""``prolab train`` and ``prolab evaluate`` as a user runs them, on the generated demo data."""
+"""``prolab train`` and ``prolab evaluate`` as a user runs them, on the generated demo data, and an
+unchanged rerun of them and of ``prolab label-space``."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import time
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from PIL import Image
 
 from data.demo import DEMO_CLASSES
 from tasks.processes import free_port
+from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES
 from tests.helpers.cli import last_line, prolab, shared_path
+from tests.helpers.fake_llm import FakeLLM
+from tests.helpers.prefect_runs import stage_states
 
 TINY = ["--cfg-options", "train_cfg.max_iters=2", "train_dataloader.batch_size=2"]
 
@@ -32,18 +40,69 @@ def run(env: dict[str, str], label_space: Path) -> Path:
     return last_line(prolab(env, "train", "--config", "demo", "--label-space", str(label_space), *TINY))
 
 
-def test_train_prints_a_run_with_its_checkpoint_and_reruns_cached(env: dict[str, str], label_space: Path,
-                                                                   run: Path) -> None:
+@pytest.fixture(scope="module")
+def evaluation(env: dict[str, str], label_space: Path, run: Path) -> Path:
+    return last_line(prolab(env, *_evaluate_args(label_space, run)))
+
+
+def _evaluate_args(label_space: Path, run: Path) -> list[str]:
+    return ["evaluate", "--config", "demo", "--label-space", str(label_space), "--checkpoint", str(run),
+            "--split", "test", *TINY]
+
+
+def test_train_prints_a_run_with_its_checkpoint(env: dict[str, str], label_space: Path, run: Path) -> None:
     assert run.parent.name == "train" and list(run.glob("iter_2.pth"))
-    assert json.loads((run / "manifest.json").read_text())["inputs"]["label_space"] == f"repair/{label_space.name}"
+    assert json.loads((run / "manifest.json").read_text())["inputs"]["label_space"] == f"{LABEL_SPACE}/{label_space.name}"
+
+
+def _files(*directories: Path) -> dict[Path, int]:
+    """Every file under ``directories`` with its mtime: what a computation would change."""
+    return {p: p.stat().st_mtime_ns for d in directories for p in d.rglob("*") if p.is_file()}
+
+
+def _recorded(env: dict[str, str], rerun: subprocess.CompletedProcess[str], stages: int) -> dict[str, str]:
+    """The task states of the Prefect run that an unchanged rerun left to its background recorder,
+    once the recorder has finished."""
+    pid = int(re.search(r"\(pid (\d+), log ([^)]+)\)", rerun.stderr).group(1))
+    deadline = time.monotonic() + 180
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, "the recorder did not finish"
+        time.sleep(0.2)
+    log = Path(env["PROLAB_PREFECT_HOME"]) / "record.log"
+    (line,) = [line for line in log.read_text().splitlines() if f" pid {pid} " in line]
+    assert " Completed http" in line, line
+    return stage_states(env, UUID(line.rsplit("/", 1)[-1]), stages)
+
+
+def test_an_unchanged_rerun_computes_nothing_and_prefect_still_shows_it_cached(
+        env: dict[str, str], label_space: Path, run: Path, evaluation: Path) -> None:
+    store = Path(env["PROLAB_ARTIFACTS"])
+    with FakeLLM() as llm:
+        args = ["label-space", "--dataset", "demo", "--llm", llm.base_url, "--model", "fake-model", "--k", "5"]
+        built = last_line(prolab(env, *args))
+        caches = (store / ".cache" / "llm", store / ".cache" / "embeddings", built)
+        asked, before = len(llm.requests), _files(*caches)
+        again = prolab(env, *args)
+        assert last_line(again) == built
+        assert _recorded(env, again, len(LABEL_SPACE_STAGES)) == dict.fromkeys(LABEL_SPACE_STAGES, "Cached")
+        assert len(llm.requests) == asked, "no LLM request, neither by the command nor by its recorder"
+    assert _files(*caches) == before and "embedding" not in again.stderr, "no encoder call"
+
+    before = _files(run, store / "train")
     again = prolab(env, "train", "--config", "demo", "--label-space", str(label_space), *TINY)
-    assert last_line(again) == run and "Cached" in again.stderr
+    assert last_line(again) == run and "Iter(train)" not in again.stderr
+    assert _recorded(env, again, 1) == {"train": "Cached"}
+    assert _files(run, store / "train") == before, "no training step, no work dir"
+
+    before = _files(evaluation)
+    again = prolab(env, *_evaluate_args(label_space, run))
+    assert last_line(again) == evaluation and "Iter(test)" not in again.stderr
+    assert _recorded(env, again, 1) == {"evaluate": "Cached"}
+    assert _files(evaluation) == before
 
 
-def test_evaluate_writes_metrics_and_pictures(env: dict[str, str], label_space: Path, run: Path) -> None:
-    result = prolab(env, "evaluate", "--config", "demo", "--label-space", str(label_space), "--checkpoint", str(run),
-                    "--split", "test", *TINY)
-    out = last_line(result)
+def test_evaluate_writes_metrics_and_pictures(evaluation: Path) -> None:
+    out = evaluation
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["mIoU"] <= 100 and 0 <= metrics["aAcc"] <= 100
     assert set(metrics["per_class_iou"]) == set(DEMO_CLASSES)

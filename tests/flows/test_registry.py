@@ -52,3 +52,9 @@ def test_the_end_to_end_flow_predicts_only_when_given_images(tmp_path: Path) -> 
     assert "predict" not in end_to_end(EndToEndParams())
     with_images = EndToEndParams(predict=PredictParams(images=[tmp_path]))
     assert end_to_end(with_images) == [s.name for s in STAGES]
+
+
+def test_a_stage_with_a_status_note_declares_it() -> None:
+    # prolab status imports only the modules that declare notes: one that forgot would lose its note
+    assert {stage.name for stage in STAGES if hasattr(stage.module, "status_note")} == \
+        {stage.name for stage in STAGES if stage.notes}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -90,7 +91,8 @@ def stage_states(env: dict[str, str], flow_run_id: UUID, expected: int, timeout:
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
             final = [run for run in runs if run.state is not None and run.state.is_final()]
             if len(final) >= expected or time.monotonic() > deadline:
-                return {run.name.split()[0]: run.state.name for run in final}
+                # a task run is named after its stage, then maybe a comma or a note: "repair, 2 rounds at most"
+                return {re.split(r"[\s,]", run.name, maxsplit=1)[0]: run.state.name for run in final}
             time.sleep(0.5)
 
 

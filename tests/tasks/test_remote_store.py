@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from tasks.errors import ArtifactError
 from tasks.files import MANIFEST
+from tasks.gc import DAY, Collector, Entry
 from tasks.registry import LABEL_SPACE_STAGES
 from tasks.store import ArtifactStore
 from tests.helpers.cli import CITYSCAPES, PROJECT_ROOT, shared_path
@@ -133,6 +135,31 @@ def test_a_local_artifact_the_remote_lacks_is_published_on_the_next_lookup(url: 
     assert open_store(url, "b").get("stage", "k") is None
     assert writer.get("stage", "k") is not None
     assert open_store(url, "c").get("stage", "k") is not None
+
+
+def test_gc_removes_an_upload_without_its_manifest_once_abandoned_and_never_a_committed_one(
+        url: str, open_store) -> None:
+    store = open_store(url, "a")
+    _write(store, "committed")
+    _write(store, "killed")
+    memory = fsspec.filesystem("memory")
+    memory.rm_file(_remote(url, "stage", "killed", MANIFEST))  # its publisher died before the commit
+    upload = _remote(url, "stage", "killed")
+
+    def entry(collector: Collector) -> Entry:
+        (found,) = [e for e in collector.entries() if e.path == upload]
+        return found
+
+    young = entry(Collector(store, keep_days=1))
+    assert not young.remove and "may be an upload in progress" in young.why
+    later = Collector(store, keep_days=1, now=time.time() + 2 * DAY)
+    abandoned = entry(later)
+    uploaded = [f for f in store.path("stage", "killed").rglob("*") if f.is_file() and f.name != MANIFEST]
+    assert abandoned.remove and abandoned.why.startswith("abandoned")
+    assert abandoned.size == sum(f.stat().st_size for f in uploaded)
+    assert [e.path for e in later.entries() if e.kind == "remote upload"] == [upload], "committed ones are not listed"
+    assert later.remove(abandoned)
+    assert not memory.exists(upload) and store.remote is not None and store.remote.has("stage", "committed")
 
 
 def test_a_root_with_an_unknown_protocol_is_an_error_naming_it() -> None:

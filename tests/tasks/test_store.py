@@ -1,9 +1,11 @@
-"""The artifact store: atomic creation, verification, damage detection, concurrent writers, and
-the sweep of temporary directories left by killed writers."""
+"""The artifact store: atomic creation, verification, damage detection, concurrent writers, the
+sweep of temporary directories left by killed writers, and its locks."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tasks.files import MANIFEST
-from tasks.store import QUARANTINE, ArtifactStore, artifact_key
+from tasks.store import QUARANTINE, ArtifactStore, artifact_key, flock
 from tests.helpers.cli import PROJECT_ROOT
 
 
@@ -163,3 +165,25 @@ def test_a_key_lock_admits_one_holder_at_a_time(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(10)
     assert most == 1
+
+
+def test_a_lock_file_removed_while_a_process_waits_on_it_is_never_held_twice(tmp_path: Path) -> None:
+    """gc removes a stale lock file while holding it; a process that was waiting on that file
+    must then lock the file now at its path, not the removed one (two holders of one lock)."""
+    path = tmp_path / "stage-key.use"
+    first = flock(path, fcntl.LOCK_EX)
+    inode = os.stat(path).st_ino
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(flock(path, fcntl.LOCK_SH)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not any("->" in line and f":{inode} " in line for line in Path("/proc/locks").read_text().splitlines()):
+        assert time.monotonic() < deadline, "the waiter never waited on the lock"
+        time.sleep(0.01)
+    path.unlink()
+    os.close(first)
+    waiter.join(10)
+    assert got and os.path.samestat(os.fstat(got[0]), os.stat(path)), "it holds the file now at the path"
+    with pytest.raises(BlockingIOError):
+        flock(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.close(got[0])

@@ -19,7 +19,8 @@ from prolab_models.label_space import load_label_space
 from tasks.label_space.embed import text_embedder
 from tasks.label_space.transfer import TransferError, held_out_key
 from tasks.model.evaluate import METRICS_FILE, SCORING_LABEL_SPACE, evaluate, transfer_metrics
-from tasks.model.runs import RUN_RECORD, build_config, hold_out_classes, last_checkpoint
+from tasks.model.checkpoints import last_checkpoint
+from tasks.model.runs import RUN_RECORD, build_config, hold_out_classes
 from tasks.model.train import train
 from tasks.store import ArtifactStore
 from tests.helpers.demo_runs import tiny_options

@@ -32,7 +32,8 @@ from tasks.model.predict import (
     PredictSummary,
     predict,
 )
-from tasks.model.runs import build_config, last_checkpoint, select_test_split
+from tasks.model.checkpoints import last_checkpoint
+from tasks.model.runs import build_config, select_test_split
 from tasks.params import EndToEndParams
 from tasks.registry import run_stages
 from tasks.store import ArtifactStore

@@ -17,7 +17,8 @@ from PIL import Image
 from data.demo import DEMO_CLASSES
 from prolab_models.datasets import DatasetLayoutError
 from prolab_models.errors import LabelSpaceMismatchError, UnknownConfigError
-from tasks.model.runs import RUN_RECORD, last_checkpoint
+from tasks.model.checkpoints import last_checkpoint
+from tasks.model.runs import RUN_RECORD
 from tasks.model.train import train
 from tests.helpers.demo_runs import tiny_options
 from tests.helpers.label_space_factory import make_label_space
