@@ -20,6 +20,7 @@ from prolab_models.errors import LabelSpaceMismatchError, UnknownConfigError
 from tasks.model.checkpoints import last_checkpoint
 from tasks.model.runs import RUN_RECORD
 from tasks.model.train import train
+from tasks.processes import free_port
 from tests.helpers.demo_runs import tiny_options
 from tests.helpers.label_space_factory import make_label_space
 from tests.helpers.cli import PROJECT_ROOT as PROJECT
@@ -53,7 +54,7 @@ def test_two_processes_train_with_gloo(tmp_path: Path, demo_root: Path, demo_lab
     options = [f"{k}={json.dumps(v).replace(' ', '')}" for k, v in tiny_options(2).items() if k != "custom_hooks"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT)}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
          "-m", "tasks.model.train", "--config", "demo", "--label-space", str(demo_label_space),
          "--work-dir", str(tmp_path / "work"), "--data-root", str(demo_root), "--launcher", "pytorch",
          "--cfg-options", *options],
