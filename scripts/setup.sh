@@ -126,7 +126,7 @@ else
   rm -f "$INSTALLED"
   step "python venv" create_venv
   step "torch, torchvision" install_torch
-  step "mmcv 2.1.0 with ops (built once: about 4 min on 2 cores)" install_mmcv
+  step "mmcv 2.1.0 with ops (built once: about 6 min on 2 cores)" install_mmcv
   step "llama-cpp-python (built once: about 3 min on 2 cores)" install_llama_cpp
   step "prolab and its dependencies${TEST:+, with test tools}" install_project
   echo "$wanted" >"$INSTALLED"
