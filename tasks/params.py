@@ -34,6 +34,8 @@ class DescribeParams(StrictModel):
     model: str | None = Field(None, description="model name at the endpoint (default: the backend's own)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     concurrency: int = Field(4, ge=1, le=64, description="LLM calls in flight at once")
+    max_retries: int = Field(6, ge=0, le=20, description="times one LLM call is retried after a connection error, "
+                                                         "a timeout or a 429/5xx, with exponential backoff")
     prompt: Literal["few-shot", "aspects"] | None = Field(
         None, description="how the LLM is asked: 'few-shot' (method.md's prompt, for chat models) or 'aspects' "
                           "(one list completion per aspect, for base models; the embedded model's default)")

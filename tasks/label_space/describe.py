@@ -82,11 +82,12 @@ def llm_settings(params: DescribeParams) -> Iterator[LLMSettings]:
         from tasks.label_space.llm_server import local_llm_server
 
         with local_llm_server() as settings:
-            yield settings.model_copy(update={"concurrency": params.concurrency, "prompt": prompt_style(params)})
+            yield settings.model_copy(update={"concurrency": params.concurrency, "max_retries": params.max_retries,
+                                              "prompt": prompt_style(params)})
         return
     base_url = OPENAI_BASE_URL if params.llm == "openai" else params.llm
     yield LLMSettings(base_url=base_url, model=llm_model(params), api_key_env=params.api_key_env,
-                      concurrency=params.concurrency, prompt=prompt_style(params))
+                      concurrency=params.concurrency, max_retries=params.max_retries, prompt=prompt_style(params))
 
 
 def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], store: ArtifactStore) -> Path:

@@ -21,7 +21,7 @@ def test_server_dying_mid_run_keeps_answers_and_the_rerun_asks_only_the_rest(cli
     store = Path(cli_env["PROLAB_ARTIFACTS"])
     with FakeLLM(die_after=ANSWERED) as dying:
         args = ["label-space", "--dataset", "camvid", "--llm", dying.base_url, "--model", "fake-model",
-                "--concurrency", "2", "--k", "4", "--repair-rounds", "0"]
+                "--concurrency", "2", "--max-retries", "1", "--k", "4", "--repair-rounds", "0"]
         failed = prolab(cli_env, *args)
     assert dying.dead.is_set()
     left = [name for name in classes if name not in dying.answered]
