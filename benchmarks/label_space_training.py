@@ -15,7 +15,9 @@ seed (``randomness.seed``, 0 by default) and k-means seed 0:
   (shared/data/cityscapes_class_maps.json), verify and repair off;
 - ``random words`` and ``shuffled``: WaffleCLIP's controls: as many lines a class as GPT-3.5's,
   of 2 to 4 words drawn at random from the GPT-3.5 files' vocabulary; and GPT-3.5's lines
-  shuffled between classes.
+  shuffled between classes;
+- ``... + class term``: the same label space, trained with ``PropertyClassLoss`` (cross-entropy
+  over the cosine class scores) beside the cosine loss on the decode head.
 
 Per row: mIoU, the worst class's IoU, and the label space's figures (collisions,
 near-collisions, the closest pair, subset pairs). The stages run in this process through the
@@ -123,8 +125,12 @@ def label_space_params(dataset: str, k: int, row: str, scratch: Path):
     return rows[row]()
 
 
+CLASS_TERM = " + class term"
+# The training side's option (issue 13, point 6): PropertyClassLoss beside the cosine loss.
+CLASS_TERM_LOSSES = [dict(type="PropertyCosineLoss", loss_weight=1.0), dict(type="PropertyClassLoss", loss_weight=1.0)]
 ROWS = ("one-hot CE", "random", "gemma few-shot", "gemma few-shot + verify", "gemma few-shot + verify + repair",
-        "gemma aspects (default)", "GPT-3.5", "random words", "shuffled")
+        "gemma aspects (default)", "GPT-3.5", "random words", "shuffled", "gemma aspects (default)" + CLASS_TERM,
+        "GPT-3.5" + CLASS_TERM)
 
 
 def run_row(dataset: str, row: str, seed: int, store, scratch: Path) -> dict:
@@ -135,7 +141,11 @@ def run_row(dataset: str, row: str, seed: int, store, scratch: Path) -> dict:
 
     settings = SETTINGS[dataset]
     config = one_hot_twin(settings["config"]) if row == "one-hot CE" else settings["config"]
-    train = TrainParams(config=config, data_root=settings["data_root"], cfg_options={"randomness.seed": seed})
+    options: dict = {"randomness.seed": seed}
+    if row.endswith(CLASS_TERM):
+        row = row.removesuffix(CLASS_TERM)
+        options["model.decode_head.loss_decode"] = CLASS_TERM_LOSSES
+    train = TrainParams(config=config, data_root=settings["data_root"], cfg_options=options)
     started = time.perf_counter()
     if row == "random":
         given = {LABEL_SPACE: random_label_space(scratch / f"{dataset}-random", dataset_classes(dataset),
@@ -149,7 +159,7 @@ def run_row(dataset: str, row: str, seed: int, store, scratch: Path) -> dict:
     quality = json.loads((given[LABEL_SPACE] / "quality.json").read_text())
     worst = min(metrics["per_class_iou"].items(), key=lambda item: -1 if item[1] is None else item[1])
     closest = quality.get("closest_pair") or {}
-    return {"row": row, "mIoU": metrics["mIoU"], "worst": worst, "per_class": metrics["per_class_iou"],
+    return {"row": row + (CLASS_TERM if "model.decode_head.loss_decode" in options else ""), "mIoU": metrics["mIoU"], "worst": worst, "per_class": metrics["per_class_iou"],
             "collisions": len(quality["collisions"]), "near": len(quality.get("near_collisions", [])),
             "closest": f"{'/'.join(closest.get('classes', []))} {closest.get('cosine', 0):.2f}/{closest.get('hamming')}",
             "subsets": len(quality.get("subsets", [])), "minutes": (time.perf_counter() - started) / 60,

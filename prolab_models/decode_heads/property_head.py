@@ -132,7 +132,8 @@ class PropertyOutputs:
         on CPU one fused kernel (upsampling, sigmoid, cosine and their gradient) instead of
         about ten K-channel passes at full resolution. The logits are resized to the label's
         width here (bilinear's first half, on a quarter of the pixels); the kernel does the
-        height, so p is what ``properties_at`` gives."""
+        height, so p is what ``properties_at`` gives. A loss with ``uses_class_scores``
+        (``PropertyClassLoss``) gets every class's cosine score instead."""
         label = self._stack_batch_gt(batch_data_samples).squeeze(1)
         height, width = label.shape[1:]
         rows = resize(logits / self.temperature, size=(logits.shape[2], width), mode="bilinear",
@@ -141,11 +142,24 @@ class PropertyOutputs:
                                              self.align_corners, self.ignore_index)
         losses = self.loss_decode if isinstance(self.loss_decode, nn.ModuleList) else [self.loss_decode]
         loss: dict[str, torch.Tensor] = {}
+        scores = None
         for loss_fn in losses:
-            value = loss_fn(cosine, label, ignore_index=self.ignore_index)
+            if getattr(loss_fn, "uses_class_scores", False):
+                if scores is None:
+                    scores = self._training_class_scores(logits, (height, width))
+                value = loss_fn(scores, label, ignore_index=self.ignore_index)
+            else:
+                value = loss_fn(cosine, label, ignore_index=self.ignore_index)
             loss[loss_fn.loss_name] = loss.get(loss_fn.loss_name, 0) + value
         loss["acc_seg"] = _pixel_accuracy(prediction, label, self.ignore_index)
         return loss
+
+    def _training_class_scores(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """cos(p, m_c) for every class, for a loss that wants them (``PropertyClassLoss``): on the
+        logits' grid, then upsampled to the label's size, so C channels rather than K reach full
+        resolution."""
+        scores = self.class_scores(torch.sigmoid(logits / self.temperature))
+        return resize(scores, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def _output_size(self, batch_img_metas: list[dict]) -> tuple[int, int]:
         """The size mmseg's ``predict_by_feat`` resizes to: the crop (slide), padded or image."""

@@ -21,7 +21,7 @@ from mmseg.structures import SegDataSample
 
 import prolab_models.register  # noqa: F401  (registers the modules)
 from prolab_models.errors import LabelSpaceMismatchError
-from prolab_models.losses import PropertyCosineLoss
+from prolab_models.losses import PropertyClassLoss, PropertyCosineLoss
 from tests.helpers.label_space_factory import make_label_space
 
 CLASSES = ["sky", "road", "car"]
@@ -34,9 +34,9 @@ def label_space(tmp_path: Path) -> Path:
 
 
 def uper(label_space: Path | None, **kwargs) -> torch.nn.Module:
+    kwargs.setdefault("loss_decode", dict(type="PropertyCosineLoss"))
     return MODELS.build(dict(type="PropertyUPerHead", label_space=label_space and str(label_space), in_channels=[8, 8, 8, 8],
-                             in_index=[0, 1, 2, 3], channels=8, norm_cfg=dict(type="BN"),
-                             loss_decode=dict(type="PropertyCosineLoss"), **kwargs))
+                             in_index=[0, 1, 2, 3], channels=8, norm_cfg=dict(type="BN"), **kwargs))
 
 
 def features(n: int = 2) -> list[torch.Tensor]:
@@ -124,6 +124,35 @@ def test_fused_loss_is_the_definition(label_space: Path) -> None:
     torch.testing.assert_close(grads[0], grads[1])
 
 
+def test_class_term_is_cross_entropy_over_cosine_scores(label_space: Path) -> None:
+    """With ``PropertyClassLoss`` beside the cosine loss, the head adds CE(cos(p, m_c) / t) with p
+    and the scores taken on the logits' grid and the scores upsampled; the cosine loss is unchanged."""
+    both = [dict(type="PropertyCosineLoss"), dict(type="PropertyClassLoss", temperature=0.1, loss_weight=0.5)]
+    head = uper(label_space)
+    head_with_term = uper(label_space, loss_decode=both)
+    label = torch.randint(0, 3, (1, 12, 10))
+    label[0, 0] = 255
+    logits = torch.randn(1, 5, 6, 5, requires_grad=True)
+    losses = head_with_term.loss_by_feat(logits, [sample(label[0])])
+    scores = head.class_scores(torch.sigmoid(logits / 0.04))
+    scores = F.interpolate(scores, (12, 10), mode="bilinear", align_corners=False)
+    expected = 0.5 * F.cross_entropy(scores / 0.1, label, ignore_index=255)
+    torch.testing.assert_close(losses["loss_class"], expected)
+    torch.testing.assert_close(losses["loss_prop"], head.loss_by_feat(logits, [sample(label[0])])["loss_prop"])
+    assert torch.autograd.grad(losses["loss_class"], logits)[0].abs().sum() > 0
+
+
+def test_class_term_prefers_the_margin_the_cosine_loss_ignores() -> None:
+    """Two predictions with the same cosine to their own class: the one nearer another class
+    costs more under the class term."""
+    label = torch.zeros(1, 1, 1, dtype=torch.long)
+    near = torch.tensor([0.9, 0.85])[None, :, None, None]
+    apart = torch.tensor([0.9, 0.2])[None, :, None, None]
+    loss = PropertyClassLoss()
+    assert loss(near, label).item() > loss(apart, label).item()
+    assert loss(near, torch.full((1, 1, 1), 255)).item() == 0.0
+    with pytest.raises(ValueError, match="temperature"):
+        PropertyClassLoss(temperature=0)
 
 
 def test_logits_are_the_embedding_against_normalised_centres(label_space: Path) -> None:
