@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mmengine.dataset import pseudo_collate
@@ -38,6 +39,7 @@ from tasks.params import EndToEndParams
 from tasks.registry import run_stages
 from tasks.store import ArtifactStore
 from tests.helpers.demo_runs import tiny_options
+from tests.helpers.fake_llm import FakeLLM
 from tests.helpers.transfer_runs import DEMO_DESCRIPTIONS
 
 SPLIT = "val"  # 3 demo images
@@ -189,6 +191,31 @@ def test_an_unchanged_predict_rerun_computes_nothing_and_new_image_content_does(
     Image.fromarray(255 - np.array(Image.open(picture))).save(picture)  # same name, other content
     second = run_stages(params, store, ["predict"], given={"train": described_run})["predict"]
     assert second != first and (first / SUMMARY).is_file()
+
+
+def test_class_names_are_described_by_the_llm_verified_and_cached(described_run: Path, images: Path,
+                                                                   tmp_path: Path) -> None:
+    """``--classes names.json --llm URL``: the LLM is asked for exactly the new names, its answers
+    are verified (the table kept beside the outputs) and cached, so a rerun asks nothing."""
+    names = tmp_path / "new_classes.json"
+    names.write_text(json.dumps(["lawn"]))
+    store = ArtifactStore(tmp_path / "store")
+    lawn = ["green leafy crown", "flat surface for cars to drive on"]
+    with FakeLLM(reply=lambda name: "\n".join(f"- {line}" for line in lawn)) as llm:
+        params = EndToEndParams.model_validate({
+            "label_space": {"describe": {"llm": llm.base_url, "model": "fake-model"}},
+            "train": {"config": "demo", "cfg_options": tiny_options(2)},
+            "predict": {"images": [str(images)], "classes": str(names), "add": True}})
+        out = run_stages(params, store, ["predict"], given={"train": described_run})["predict"]
+        assert sorted({r.category for r in llm.asked()}) == ["lawn"]
+    summary = json.loads((out / SUMMARY).read_text())
+    assert [c["name"] for c in summary["classes"]] == [*DEMO_CLASSES, "lawn"]
+    verification = pd.read_parquet(out / "new_classes_verification.parquet")
+    assert verification["class"].tolist() == ["lawn", "lawn"] and verification["text"].tolist() == lawn
+
+    shutil.rmtree(out)  # the stage computes again; the LLM, now gone, must not be needed
+    assert run_stages(params, store, ["predict"], given={"train": described_run})["predict"] == out
+    assert json.loads((out / SUMMARY).read_text())["classes"] == summary["classes"]
 
 
 def test_bad_input_is_refused_by_name(described_run: Path, images: Path, trained_run: Path,
