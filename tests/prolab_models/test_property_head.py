@@ -109,9 +109,10 @@ def test_fused_loss_is_the_definition(label_space: Path) -> None:
     """loss_by_feat (fused kernel) equals 1 - cos(p, m_label) computed from the head's own
     properties_at and class_scores (the inference path), with the same gradient."""
     head = uper(label_space)
-    label = torch.randint(0, 3, (2, 30, 22))
+    generator = torch.Generator().manual_seed(0)
+    label = torch.randint(0, 3, (2, 30, 22), generator=generator)
     label[:, :3] = 255
-    logits = torch.randn(2, 5, 8, 6, requires_grad=True)
+    logits = torch.randn(2, 5, 8, 6, generator=generator).requires_grad_()
     losses = head.loss_by_feat(logits, [sample(label[0]), sample(label[1])])
     scores = head.class_scores(head.properties_at(logits, (30, 22)))
     valid = label != 255
@@ -119,7 +120,10 @@ def test_fused_loss_is_the_definition(label_space: Path) -> None:
     expected = ((1 - cosine) * valid).sum() / valid.sum()
     torch.testing.assert_close(losses["loss_prop"], expected)
     accuracy = ((scores.argmax(1) == label) & valid).sum() / valid.sum() * 100
-    torch.testing.assert_close(losses["acc_seg"], accuracy.reshape(1))
+    # the kernel's and the composite's arithmetic differ in the last bits, so a near-tie between
+    # two classes' cosines may go either way: one pixel's worth of accuracy (unseeded, it did)
+    one_pixel = 100 / valid.sum().item()
+    torch.testing.assert_close(losses["acc_seg"], accuracy.reshape(1), atol=one_pixel + 1e-4, rtol=0)
     grads = [torch.autograd.grad(value, logits)[0] for value in (losses["loss_prop"], expected)]
     torch.testing.assert_close(grads[0], grads[1])
 
