@@ -2,9 +2,9 @@
 
 For each CPU config and its one-hot twin (the config's model, batch and crop size; only the heads
 and losses differ): the ViT-Adapter-T UPerNet + FCN on CamVid and on the demo data, the ResNet-18
-DeepLabV3+ (separable ASPP + FCN) at strides 16 and 8 on CamVid and at 16 on the demo data. The label space has the dataset's classes and K=32
-properties of 384-d (MiniLM) centres. Steps of the two models of a pair alternate so that load on a
-shared machine hits both alike; the figure is the ratio of median step times, one per pair, and the
+DeepLabV3+ (separable ASPP + FCN) at strides 16 and 8 on CamVid and at 16 on the demo data. The
+label space has the dataset's classes and K=32 properties of 384-d (MiniLM) centres. Steps of the
+models of a pair alternate so that load on a shared machine hits them alike; the figure is the ratio of median step times, one per pair, and the
 last line the largest. The ProLab model is timed with the paper's cosine loss alone and with
 issue 13's class term (``PropertyClassLoss``) beside it; a pair's ratio is the one of its
 config's own losses, and both are printed.
@@ -85,7 +85,8 @@ def batch(size: int, crop: tuple[int, int], num_classes: int, generator: torch.G
 
 
 def step_times(config: str, num_classes: int, directory: Path) -> tuple[dict[str, list[float]], int, tuple]:
-    """Seconds per train step of ``config`` and its one-hot twin, their steps alternating."""
+    """Seconds per train step of ``config``'s one-hot twin (``ce``) and of ``config`` with each of
+    ``LOSSES``, their steps alternating."""
     space = sized_label_space(directory / config, num_classes)
     models = {"ce": build(f"{config}_ce", space), **{losses: build(config, space, losses) for losses in LOSSES}}
     cfg = models["ce"][2]
@@ -101,6 +102,12 @@ def step_times(config: str, num_classes: int, directory: Path) -> tuple[dict[str
     return times, size, crop
 
 
+def shipped_losses(config: str) -> str:
+    """The entry of ``LOSSES`` that ``config`` itself trains with."""
+    loss_decode = Config.fromfile(resolve_config(config)).model.decode_head.loss_decode
+    return "cosine + class term" if isinstance(loss_decode, list) else "cosine"
+
+
 def main() -> None:
     init_default_scope("mmseg")
     print(f"threads={torch.get_num_threads()} steps={STEPS} (after {WARMUP} warm-up)")
@@ -112,8 +119,7 @@ def main() -> None:
             print(f"{config} (batch {size}, crop {crop}):")
             for name, t in times.items():
                 print(f"  {name}: median {medians[name]:.3f} s/step, min {min(t):.3f}, max {max(t):.3f}")
-            shipped = "cosine + class term" if isinstance(Config.fromfile(resolve_config(config)).model.decode_head
-                                                          .loss_decode, list) else "cosine"
+            shipped = shipped_losses(config)
             for losses in LOSSES:
                 print(f"  {losses}{' (the config)' if losses == shipped else ''} / ce: "
                       f"{medians[losses] / medians['ce']:.3f}")

@@ -66,11 +66,13 @@ def test_every_short_name_resolves_to_a_config_that_parses(name: str) -> None:
     assert cfg.custom_imports["imports"] == ["prolab_models.register"]
     prolab = not name.endswith("_ce")
     assert cfg.model.type == ("PropertyEncoderDecoder" if prolab else "EncoderDecoder")
-    heads = [cfg.model.decode_head, *([cfg.model.auxiliary_head] if "auxiliary_head" in cfg.model else [])]
-    for head in heads:
+    for key in ("decode_head", "auxiliary_head"):
+        if key not in cfg.model:
+            continue
+        head = cfg.model[key]
         assert head.type.startswith("Property") == prolab
         expected = ["CrossEntropyLoss"] if not prolab else ["PropertyCosineLoss"] + (
-            ["PropertyClassLoss"] if name in CLASS_TERM and head is cfg.model.decode_head else [])
+            ["PropertyClassLoss"] if name in CLASS_TERM and key == "decode_head" else [])
         assert [loss.type for loss in losses(head)] == expected
         assert ("label_space" in head) == prolab
 

@@ -100,3 +100,16 @@ def test_the_embedded_model_is_asked_with_the_aspects_prompt_and_chat_backends_w
     assert plan(llm="local") == ASPECTS_PROMPT_VERSION
     assert plan(llm="http://127.0.0.1:8000/v1", model="m") == PROMPT_VERSION
     assert plan(llm="local", prompt="few-shot") == PROMPT_VERSION, "the prompt named wins"
+
+
+def test_max_retries_reaches_the_client_and_leaves_the_key_alone() -> None:
+    """How often a call is retried changes no answer, so it is a setting of the client, not of the plan."""
+    from tasks.label_space import describe
+    from tasks.params import DescribeParams, EndToEndParams, LabelSpaceParams
+
+    asked = DescribeParams(dataset="demo", llm="http://127.0.0.1:8000/v1", model="m", max_retries=1)
+    with describe.llm_settings(asked) as settings:
+        assert settings.max_retries == 1
+    plans = [describe.plan(EndToEndParams(label_space=LabelSpaceParams(describe=asked.model_copy(update=update))), {})
+             for update in ({}, {"max_retries": 6})]
+    assert plans[0].key == plans[1].key
