@@ -157,6 +157,17 @@ def write_evaluation(directory: Path) -> None:
     save_iou_bars({"sky": 90.0}, directory / "properties_0.png")
 
 
+def hold_out_road(directory: Path) -> None:
+    """The evaluation written by ``write_evaluation``, as if road had been held out in training."""
+    metrics = json.loads((directory / "metrics.json").read_text())
+    control = {"mIoU": 45.0, "mIoU_seen": 90.0, "mIoU_unseen": 0.0, "hIoU": 0.0, "per_class_iou": {"road": 0.0},
+               "unexpressed_descriptions": {"road": 1}}
+    metrics |= {"held_out": ["road"], "mIoU_seen": 90.0, "mIoU_unseen": 33.0, "hIoU": 48.29,
+                "unseen_properties": {"road": ["flat", "grey"]},
+                "controls": {"swapped": control | {"descriptions_of": {"road": "sky"}}, "random_words": control}}
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+
+
 def test_evaluate_reports_miou_per_class_iou_properties_and_every_picture(tmp_path: Path) -> None:
     write_evaluation(tmp_path)
     reports = by_key(evaluate_reports(tmp_path))
@@ -190,6 +201,7 @@ def test_published_reports_are_read_back_from_a_real_server(prefect_server: dict
     from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
     write_evaluation(tmp_path)
+    hold_out_road(tmp_path)
 
     @flow(name="reports-test")
     def reporting() -> None:
@@ -202,7 +214,11 @@ def test_published_reports_are_read_back_from_a_real_server(prefect_server: dict
         with get_client(sync_client=True) as client:
             found = {artifact.key: artifact for artifact in client.read_latest_artifacts()
                      if artifact.flow_run_id == state.state_details.flow_run_id}
-    assert {"label-space", "label-space-matrix", "evaluate", "evaluate-iou-per-class"} <= set(found)
+    assert {"label-space", "label-space-matrix", "evaluate", "evaluate-transfer", "evaluate-iou-per-class"} <= set(found)
+    assert json.loads(found["evaluate-transfer"].data) == [
+        {"unseen class": "road", "own descriptions": 33.0, "descriptions of sky": 0.0, "random words": 0.0,
+         "properties": "flat, grey"}]
+    assert "held out road: mIoU seen 90.00, unseen 33.00, hIoU 48.29" in found["evaluate-transfer"].description
     assert found["label-space"].type == "table" and found["label-space-matrix"].type == "image"
     rows = json.loads(found["label-space"].data)
     assert len(rows) == 5 and {"property", "name", "descriptions", "classes", "members"} == set(rows[0])

@@ -18,7 +18,7 @@ from prolab_models.errors import ProLabInputError
 from prolab_models.label_space import load_label_space
 from tasks.label_space.embed import text_embedder
 from tasks.label_space.transfer import TransferError, held_out_key
-from tasks.model.evaluate import METRICS_FILE, SCORING_LABEL_SPACE, evaluate, transfer_metrics
+from tasks.model.evaluate import METRICS_FILE, SCORING_LABEL_SPACE, evaluate, reports, transfer_metrics
 from tasks.model.checkpoints import last_checkpoint
 from tasks.model.runs import RUN_RECORD, build_config, hold_out_classes
 from tasks.model.train import train
@@ -97,6 +97,26 @@ def test_evaluation_scores_the_held_out_class_from_its_descriptions(evaluated: t
         assert set(found["per_class_iou"]) == {"person"}
     assert metrics["controls"]["swapped"]["descriptions_of"]["person"] in DEMO_CLASSES
     assert metrics["seconds_per_image"] > 0 and (out / "overlays.png").is_file()
+
+
+def test_the_ui_shows_seen_unseen_and_hiou_beside_the_two_controls(evaluated: tuple[Path, dict]) -> None:
+    out, metrics = evaluated
+    (table,) = [report for report in reports(out) if report.key == "evaluate-transfer"]
+    swapped, random_words = metrics["controls"]["swapped"], metrics["controls"]["random_words"]
+    donor = swapped["descriptions_of"]["person"]
+    assert table.kind == "table" and table.data == [{
+        "unseen class": "person", "own descriptions": metrics["per_class_iou"]["person"],
+        f"descriptions of {donor}": swapped["per_class_iou"]["person"],
+        "random words": random_words["per_class_iou"]["person"],
+        "properties": ", ".join(metrics["unseen_properties"]["person"])}]
+
+    def triple(found: dict) -> str:
+        return " / ".join("n/a" if found[k] is None else f"{found[k]:.2f}" for k in ("mIoU_seen", "mIoU_unseen", "hIoU"))
+
+    assert table.description.startswith(f"**held out person: mIoU seen {triple(metrics).split(' / ')[0]}")
+    for label, found in (("own descriptions", metrics), ("another class's descriptions", swapped),
+                         ("random-word descriptors", random_words)):
+        assert f"| {label} | {triple(found)} |" in table.description
 
 
 def test_hiou_is_the_harmonic_mean_of_seen_and_unseen_miou() -> None:
