@@ -271,7 +271,7 @@ def evaluate(
         transfer = _transfer(space, Path(checkpoint), record, held_out, embed or text_embedder(space.embedder), floor,
                              out_dir)
         model_space = transfer.trained
-        use_label_space(cfg, model_space.path)
+        use_label_space(cfg, model_space.path, model_space.num_classes)
     cfg.test_evaluator = [dict(type="PerClassIoUMetric", iou_metrics=["mIoU"])]
     if property_model:
         scored = transfer.scoring_dir if transfer is not None else space.path

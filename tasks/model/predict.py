@@ -239,7 +239,7 @@ def predict(
     scoring, new = _scoring(trained, classes, add, embed, floor)
     query_results = _queries(trained, queries, embed, query_properties)
 
-    cfg = build_config(config, trained.path, out_dir, None, cfg_options)
+    cfg = build_config(config, trained.path, out_dir, None, cfg_options, num_classes=trained.num_classes)
     device = _device(device)
     model = _build_model(cfg, checkpoint, device)
     if scoring.classes != trained.classes or not np.array_equal(scoring.multi_hot, trained.multi_hot):

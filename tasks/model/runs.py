@@ -53,9 +53,30 @@ def _set_everywhere(node: Any, key: str, value: Any) -> None:
             _set_everywhere(item, key, value)
 
 
-def use_label_space(cfg: Config, label_space: Path) -> None:
-    """Point every ``label_space`` field of a config (heads, metrics) at ``label_space``."""
+def use_label_space(cfg: Config, label_space: Path, num_classes: int | None = None) -> None:
+    """Point every ``label_space`` field of a config (heads, metrics) at ``label_space``.
+
+    ``num_classes``: the label space's class count, where it is not the dataset's (a run with
+    held-out classes), for the property heads that name one: the DeepLabV3+ and SegFormer
+    configs keep their one-hot twin's ``num_classes``, which the head checks against its label
+    space."""
     _set_everywhere(cfg, "label_space", str(label_space))
+    if num_classes is not None:
+        for head in _label_space_users(cfg.model):
+            if head.get("num_classes") is not None:
+                head["num_classes"] = num_classes
+
+
+def _label_space_users(node: Any) -> Iterator[dict]:
+    """Every dict of a config tree that has a ``label_space`` field."""
+    if hasattr(node, "items"):
+        if "label_space" in node:
+            yield node
+        for value in node.values():
+            yield from _label_space_users(value)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            yield from _label_space_users(item)
 
 
 def build_config(
@@ -64,10 +85,12 @@ def build_config(
     work_dir: Path,
     data_root: Path | None = None,
     cfg_options: dict | None = None,
+    num_classes: int | None = None,
 ) -> Config:
     """The config of a run: resolved by name or path, ``cfg_options`` merged, the label space
     and data root set wherever the config names them, the work dir set. A config or override
-    that cannot run is refused here, naming the file or the setting."""
+    that cannot run is refused here, naming the file or the setting. ``num_classes``: see
+    ``use_label_space``."""
     source = resolve_config(config)
     cfg = load_config(source)
     if cfg_options:
@@ -75,7 +98,7 @@ def build_config(
         cfg.merge_from_dict(cfg_options)
     check_sections(cfg, source)
     check_buildable(cfg, source)
-    use_label_space(cfg, label_space)
+    use_label_space(cfg, label_space, num_classes)
     if data_root is not None:
         _set_everywhere(cfg, "data_root", str(data_root))
     cfg.work_dir = str(work_dir)

@@ -159,7 +159,7 @@ def train(
 
         hold_out_classes(cfg, list(held_out), config)  # unknown names are refused before any work
         space = held_out_label_space(space, held_out, work_dir, embed or text_embedder(space.embedder))
-        use_label_space(cfg, space.path)
+        use_label_space(cfg, space.path, space.num_classes)
     check_inputs(cfg, space, "train_dataloader")
     cfg.launcher = launcher
     if launcher == "pytorch":

@@ -66,6 +66,25 @@ def test_held_out_pixels_are_ignored_in_the_label_stack(demo_root: Path, describ
     assert ((stacked == 255) == ((raw == car) | (raw == 255))).all()
 
 
+def test_a_config_that_names_its_class_count_trains_evaluates_and_predicts_holding_out(
+        demo_root: Path, described_label_space: Path, embed, tmp_path: Path) -> None:
+    """The DeepLabV3+ configs keep their one-hot twin's ``num_classes`` (7 on the demo): a run
+    holding person out builds its heads with the 6 kept classes, and is scored with 7 again."""
+    from tasks.model.predict import predict
+
+    options = {k: v for k, v in tiny_options(2).items() if not k.startswith("model.")}
+    run = tmp_path / "run"
+    train("demo_deeplabv3plus", described_label_space, run, demo_root, options, held_out=HELD_OUT, embed=embed)
+    state = torch.load(last_checkpoint(run), map_location="cpu", weights_only=True)["state_dict"]
+    assert state["decode_head.multi_hot"].shape[0] == state["auxiliary_head.multi_hot"].shape[0] == 6
+    metrics = evaluate("demo_deeplabv3plus", described_label_space, run, tmp_path / "eval", demo_root, "test",
+                       options, num_pictures=0, held_out=HELD_OUT, embed=embed)
+    assert set(metrics["per_class_iou"]) == set(DEMO_CLASSES) and metrics["mIoU_unseen"] is not None
+    predicted = predict(run, [demo_root / "val"], tmp_path / "predict", "demo_deeplabv3plus", options, embed=embed,
+                        device="cpu")
+    assert predicted.classes == [c for c in DEMO_CLASSES if c not in HELD_OUT] and predicted.images
+
+
 def test_the_held_out_class_is_absent_from_the_training_label_space(held_out_run: Path,
                                                                     described_label_space: Path) -> None:
     record = json.loads((held_out_run / RUN_RECORD).read_text())

@@ -125,6 +125,17 @@ def test_label_maps_are_evaluates_inference_on_the_same_images(predicted: Predic
         np.testing.assert_array_equal(found[name], label, err_msg=name)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_by_default_with_the_cpu_label_maps(predicted: PredictSummary, described_run: Path, images: Path,
+                                                    embed, tmp_path: Path) -> None:
+    on_gpu = predict(described_run, [images], tmp_path, "demo", tiny_options(2), embed=embed)
+    assert json.loads((tmp_path / SUMMARY).read_text())["device"] == "cuda"
+    found, expected = _label_maps(tmp_path), _label_maps(predicted.out_dir)
+    assert on_gpu.images == predicted.images and set(found) == set(expected)
+    for name, label in expected.items():  # float sums in another order: a near-tie may flip a pixel
+        assert (found[name] != label).mean() < 0.005, name
+
+
 def test_a_query_draws_its_nearest_properties_best_first(predicted: PredictSummary) -> None:
     [query] = predicted.queries
     similarities = [p["similarity"] for p in query["properties"]]
