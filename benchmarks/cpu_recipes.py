@@ -16,6 +16,7 @@ has done is found in the store, not repeated.
 
     python benchmarks/run.py --only cpu_recipes
     PROLAB_BENCH_SEEDS="0 1" PROLAB_BENCH_RUNS=camvid,camvid_ce python benchmarks/run.py --only cpu_recipes
+    PROLAB_BENCH_RUNS="demo_deeplabv3plus + class term" python benchmarks/run.py --only cpu_recipes
 
 The last line is ``camvid_best_cpu_miou=<value>``: the best CamVid mIoU of a CPU config (mean
 over its seeds).
@@ -62,11 +63,19 @@ def _iteration_seconds(run: Path) -> float:
 
 
 def run_one(config: str, data_root: Path | None, seed: int, space: Path, labels, store) -> dict:
-    """Train and evaluate ``config`` with training seed ``seed`` (found in the store if done before)."""
+    """Train and evaluate ``config`` with training seed ``seed`` (found in the store if done before).
+    A name ending in one of label_space_training's loss suffixes (``demo_deeplabv3plus + class
+    term``) trains that config with those decode-head losses instead of its own."""
+    from label_space_training import LOSS_VARIANTS
+
     from tasks.params import EndToEndParams, TrainParams
     from tasks.registry import LABEL_SPACE, plan_stages, run_stages
 
-    train = TrainParams(config=config, data_root=data_root, cfg_options={"randomness.seed": seed})
+    options: dict = {"randomness.seed": seed}
+    suffix = next((suffix for suffix in LOSS_VARIANTS if config.endswith(suffix)), "")
+    if suffix:
+        options["model.decode_head.loss_decode"] = LOSS_VARIANTS[suffix]
+    train = TrainParams(config=config.removesuffix(suffix), data_root=data_root, cfg_options=options)
     params = EndToEndParams(label_space=labels, train=train)
     given = {LABEL_SPACE: space}
     reused = store.get("train", plan_stages(params, ["train"], given=given)["train"].key) is not None
@@ -93,7 +102,9 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="prolab-cpu-recipes-"))
     results: dict[str, list[dict]] = {}
     for dataset, (data_root, configs) in CONFIGS.items():
-        chosen = [config for config in configs if not wanted or config in wanted]
+        variants = [name for name in sorted(wanted) if name not in configs
+                    and any(name.startswith(config + " ") for config in configs)]
+        chosen = [config for config in configs if not wanted or config in wanted] + variants
         if not chosen:
             continue
         labels = label_space_params(dataset, scratch)
