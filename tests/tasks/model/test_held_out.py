@@ -72,12 +72,13 @@ def test_a_config_that_names_its_class_count_trains_evaluates_and_predicts_holdi
     holding person out builds its heads with the 6 kept classes, and is scored with 7 again."""
     from tasks.model.predict import predict
 
-    options = {k: v for k, v in tiny_options(2).items() if not k.startswith("model.")}
+    options = {k: v for k, v in tiny_options(2).items() if not k.startswith("model.")} | {
+        "model.decode_head.channels": 16, "model.decode_head.c1_channels": 8, "model.auxiliary_head.channels": 8}
     run = tmp_path / "run"
     train("demo_deeplabv3plus", described_label_space, run, demo_root, options, held_out=HELD_OUT, embed=embed)
     state = torch.load(last_checkpoint(run), map_location="cpu", weights_only=True)["state_dict"]
     assert state["decode_head.multi_hot"].shape[0] == state["auxiliary_head.multi_hot"].shape[0] == 6
-    metrics = evaluate("demo_deeplabv3plus", described_label_space, run, tmp_path / "eval", demo_root, "test",
+    metrics = evaluate("demo_deeplabv3plus", described_label_space, run, tmp_path / "eval", demo_root, "val",
                        options, num_pictures=0, held_out=HELD_OUT, embed=embed)
     assert set(metrics["per_class_iou"]) == set(DEMO_CLASSES) and metrics["mIoU_unseen"] is not None
     predicted = predict(run, [demo_root / "val"], tmp_path / "predict", "demo_deeplabv3plus", options, embed=embed,
