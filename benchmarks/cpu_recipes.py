@@ -62,20 +62,28 @@ def _iteration_seconds(run: Path) -> float:
     return statistics.median(r["time"] for r in records if "time" in r and any("loss" in key for key in r))
 
 
+def split_variant(name: str) -> tuple[str, str]:
+    """(config, loss suffix) of a run name: ``demo_deeplabv3plus + class term`` is that config
+    with one of label_space_training's decode-head loss variants; a plain name has suffix ''."""
+    from label_space_training import LOSS_VARIANTS
+
+    suffix = next((suffix for suffix in LOSS_VARIANTS if name.endswith(suffix)), "")
+    return name.removesuffix(suffix), suffix
+
+
 def run_one(config: str, data_root: Path | None, seed: int, space: Path, labels, store) -> dict:
-    """Train and evaluate ``config`` with training seed ``seed`` (found in the store if done before).
-    A name ending in one of label_space_training's loss suffixes (``demo_deeplabv3plus + class
-    term``) trains that config with those decode-head losses instead of its own."""
+    """Train and evaluate the run ``config`` (a config or a variant, ``split_variant``) with
+    training seed ``seed`` (found in the store if done before)."""
     from label_space_training import LOSS_VARIANTS
 
     from tasks.params import EndToEndParams, TrainParams
     from tasks.registry import LABEL_SPACE, plan_stages, run_stages
 
     options: dict = {"randomness.seed": seed}
-    suffix = next((suffix for suffix in LOSS_VARIANTS if config.endswith(suffix)), "")
+    name, suffix = split_variant(config)
     if suffix:
         options["model.decode_head.loss_decode"] = LOSS_VARIANTS[suffix]
-    train = TrainParams(config=config.removesuffix(suffix), data_root=data_root, cfg_options=options)
+    train = TrainParams(config=name, data_root=data_root, cfg_options=options)
     params = EndToEndParams(label_space=labels, train=train)
     given = {LABEL_SPACE: space}
     reused = store.get("train", plan_stages(params, ["train"], given=given)["train"].key) is not None
@@ -102,8 +110,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="prolab-cpu-recipes-"))
     results: dict[str, list[dict]] = {}
     for dataset, (data_root, configs) in CONFIGS.items():
-        variants = [name for name in sorted(wanted) if name not in configs
-                    and any(name.startswith(config + " ") for config in configs)]
+        variants = [name for name in sorted(wanted) if name not in configs and split_variant(name)[0] in configs]
         chosen = [config for config in configs if not wanted or config in wanted] + variants
         if not chosen:
             continue

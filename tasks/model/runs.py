@@ -40,17 +40,23 @@ DEMO_DATASET = "ProLabDemoDataset"
 RUN_RECORD = "label_space.json"
 
 
-def _set_everywhere(node: Any, key: str, value: Any) -> None:
-    """Set ``key`` in every dict of a config tree that has it (heads, metrics, datasets...)."""
+def _dicts_with(node: Any, key: str) -> Iterator[Any]:
+    """Every dict of a config tree that has ``key`` (heads, metrics, datasets...), outermost first."""
     if hasattr(node, "items"):  # ConfigDict, dict, and the Config itself
+        if key in node:
+            yield node
         for k, v in list(node.items()):
-            if k == key:
-                node[k] = value
-            else:
-                _set_everywhere(v, key, value)
+            if k != key:
+                yield from _dicts_with(v, key)
     elif isinstance(node, (list, tuple)):
         for item in node:
-            _set_everywhere(item, key, value)
+            yield from _dicts_with(item, key)
+
+
+def _set_everywhere(node: Any, key: str, value: Any) -> None:
+    """Set ``key`` in every dict of a config tree that has it."""
+    for owner in list(_dicts_with(node, key)):
+        owner[key] = value
 
 
 def use_label_space(cfg: Config, label_space: Path, num_classes: int | None = None) -> None:
@@ -60,23 +66,10 @@ def use_label_space(cfg: Config, label_space: Path, num_classes: int | None = No
     held-out classes), for the property heads that name one: the DeepLabV3+ and SegFormer
     configs keep their one-hot twin's ``num_classes``, which the head checks against its label
     space."""
-    _set_everywhere(cfg, "label_space", str(label_space))
-    if num_classes is not None:
-        for head in _label_space_users(cfg.model):
-            if head.get("num_classes") is not None:
-                head["num_classes"] = num_classes
-
-
-def _label_space_users(node: Any) -> Iterator[dict]:
-    """Every dict of a config tree that has a ``label_space`` field."""
-    if hasattr(node, "items"):
-        if "label_space" in node:
-            yield node
-        for value in node.values():
-            yield from _label_space_users(value)
-    elif isinstance(node, (list, tuple)):
-        for item in node:
-            yield from _label_space_users(item)
+    for owner in list(_dicts_with(cfg, "label_space")):
+        owner["label_space"] = str(label_space)
+        if num_classes is not None and owner.get("num_classes") is not None:
+            owner["num_classes"] = num_classes
 
 
 def build_config(
