@@ -223,16 +223,18 @@ _BUILT_SECTIONS = (("model", "MODELS"), ("train_dataloader.dataset", "DATASETS")
 # Sub-configs that a module hands to a helper (mmcv's build_norm_layer...) rather than to a
 # registry build: their type is checked, their arguments are the helper's business.
 _HELPER_CONFIGS = {"norm_cfg", "act_cfg", "conv_cfg", "init_cfg", "train_cfg", "test_cfg"}
+# keys whose modules another registry builds than their parent's
+_CHILD_REGISTRIES = {"pipeline": "TRANSFORMS", "init_cfg": "WEIGHT_INITIALIZERS"}
 
 
 def _modules(node: Any, where: str, registry: str) -> Iterator[tuple[str, dict, str]]:
     """``(key, module config, registry)`` of every ``dict(type=...)`` under ``node``; a dataset's
-    ``pipeline`` holds transforms."""
+    ``pipeline`` holds transforms, a module's ``init_cfg`` weight initialisers (``Pretrained``)."""
     if hasattr(node, "items"):
         if isinstance(node.get("type"), str):
             yield where, node, registry
         for key, value in node.items():
-            child = "TRANSFORMS" if key == "pipeline" else registry
+            child = _CHILD_REGISTRIES.get(key, registry)
             yield from _modules(value, f"{where}.{key}", child)
     elif isinstance(node, (list, tuple)):
         for index, item in enumerate(node):

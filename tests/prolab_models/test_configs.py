@@ -17,6 +17,7 @@ from mmseg.structures import SegDataSample
 
 from prolab_models.configs import (
     CONFIGS,
+    check_buildable,
     check_overrides,
     check_sections,
     load_config,
@@ -63,6 +64,7 @@ def losses(head: dict) -> list[dict]:
 def test_every_short_name_resolves_to_a_config_that_parses(name: str) -> None:
     cfg = parse(name)
     check_sections(cfg, resolve_config(name))
+    check_buildable(cfg, resolve_config(name))  # as shipped: pretrained init_cfg and all
     assert cfg.custom_imports["imports"] == ["prolab_models.register"]
     prolab = not name.endswith("_ce")
     assert cfg.model.type == ("PropertyEncoderDecoder" if prolab else "EncoderDecoder")
@@ -196,6 +198,14 @@ def test_loading_again_gives_a_fresh_copy_and_sees_edits(tmp_path) -> None:
     assert load_config(path).model.channels == 8
     base.write_text("model = dict(channels=16)\n")  # another size: a new key even within one mtime tick
     assert load_config(path).model.channels == 16
+
+
+def test_an_unknown_weight_initialiser_is_refused_by_its_registry() -> None:
+    cfg, source = parse("ade20k_segformer-b0"), resolve_config("ade20k_segformer-b0")
+    cfg.model.backbone.init_cfg.type = "Pretrianed"
+    with pytest.raises(InvalidConfigError, match=re.escape(
+            "model.backbone.init_cfg.type='Pretrianed' is not in mmseg's WEIGHT_INITIALIZERS registry")):
+        check_buildable(cfg, source)
 
 
 def test_unknown_config_name_lists_the_known_ones() -> None:
