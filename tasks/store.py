@@ -177,6 +177,10 @@ class ArtifactStore:
         else:
             self.root = Path(root).expanduser().resolve()
             self.location = str(self.root)
+            # refused here, before any flow run, not at the first lock taken under it
+            existing = next(path for path in (self.root, *self.root.parents) if path.exists())
+            if not existing.is_dir():
+                raise NotADirectoryError(f"artifact store {self.root}: Not a directory ({existing} is a file)")
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -49,7 +48,7 @@ from tasks.label_space.transfer import (
     swapped_descriptions,
     write_scoring_label_space,
 )
-from tasks.model.checkpoints import last_checkpoint
+from tasks.model.checkpoints import check_checkpoint_file, last_checkpoint, loading_checkpoint
 from tasks.model.runs import (
     RunRecord,
     build_config,
@@ -254,7 +253,7 @@ def evaluate(
     ``mIoU_unseen``, ``hIoU`` and the same for the two controls."""
     out_dir = Path(out_dir)
     space = load_label_space(label_space)
-    checkpoint_file = last_checkpoint(Path(checkpoint))
+    checkpoint_file = check_checkpoint_file(last_checkpoint(Path(checkpoint)))
     record = _check_held_out_run(Path(checkpoint), held_out)
     model_space, transfer = space, None
     cfg = build_config(config, space.path, out_dir, data_root, cfg_options)
@@ -282,15 +281,10 @@ def evaluate(
     with logs_to_stderr():
         runner = Runner.from_cfg(cfg)
         try:
-            runner.load_or_resume()
+            with loading_checkpoint(checkpoint_file):
+                runner.load_or_resume()
         except LabelSpaceMismatchError as error:
             raise LabelSpaceMismatchError(f"{checkpoint_file}: {error}") from None
-        except pickle.UnpicklingError as error:
-            # torch.load(weights_only=True) refused an object outside the allowed globals: a file
-            # that would run code when unpickled. Say so in one line; never retry without the guard.
-            reason = next((line for line in str(error).splitlines() if "GLOBAL" in line), str(error).splitlines()[0])
-            raise ProLabInputError(f"{checkpoint_file}: refused to load this checkpoint, it holds more than "
-                                   f"weights ({reason.strip()})") from None
         model = _unwrapped(runner.model)
         if transfer is not None:
             model.use_classes(torch.from_numpy(transfer.scoring.multi_hot))

@@ -43,7 +43,7 @@ from tasks.label_space.transfer import (
     require_expressed,
     scoring_rows,
 )
-from tasks.model.checkpoints import last_checkpoint
+from tasks.model.checkpoints import check_checkpoint_file, last_checkpoint, loading_checkpoint
 from tasks.model.runs import build_config, dataset_classes, dataset_palette, run_record
 from tasks.params import SIMILARITY_FLOOR, EndToEndParams
 from tasks.reports import Report, artifact_key, image, markdown_table, read_json
@@ -145,7 +145,8 @@ def _build_model(cfg: Any, checkpoint: Path, device: str) -> torch.nn.Module:
     cfg.model.train_cfg = None
     model = MODELS.build(cfg.model)
     try:
-        load_checkpoint(model, str(checkpoint), map_location="cpu", logger="silent")
+        with loading_checkpoint(checkpoint):
+            load_checkpoint(model, str(checkpoint), map_location="cpu", logger="silent")
     except LabelSpaceMismatchError as error:
         raise LabelSpaceMismatchError(f"{checkpoint}: {error}") from None
     return model.to(device).eval()
@@ -230,7 +231,7 @@ def predict(
 
     out_dir = Path(out_dir)
     files, others = image_files(images)
-    checkpoint = last_checkpoint(Path(run))
+    checkpoint = check_checkpoint_file(last_checkpoint(Path(run)))
     trained = load_label_space(label_space or _run_label_space(Path(run)))
     if embed is None and (classes or queries):
         from tasks.label_space.embed import text_embedder

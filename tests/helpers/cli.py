@@ -3,12 +3,15 @@ the project's files and ../shared are (a clean skip when ../shared is absent).""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -22,6 +25,26 @@ def prolab(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.
     """``prolab *args`` from the project root with ``env``; output captured as text."""
     return subprocess.run([PROLAB, *args], env=env, capture_output=True, text=True, timeout=timeout,
                           cwd=PROJECT_ROOT)
+
+
+def prolab_in_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """What ``prolab(env, *args)`` returns, from the command's ``main`` run in this process.
+
+    For input the command must refuse before any work: the same parser, checks, messages and
+    exit codes, without the ~8 s of imports a process start costs on 2 cores. An error the
+    command does not handle propagates, as its traceback would have been printed. The entry
+    point itself, and refusals that must start nothing, are run as processes (tests/flows).
+    """
+    from flows.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (mock.patch.dict(os.environ, env, clear=True), contextlib.chdir(PROJECT_ROOT),
+          contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr)):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess([PROLAB, *args], code, stdout.getvalue(), stderr.getvalue())
 
 
 def last_line(result: subprocess.CompletedProcess[str]) -> Path:

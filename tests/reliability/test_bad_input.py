@@ -1,12 +1,17 @@
 """What a careful, hostile user tries, through the CLI (options, config files, datasets, label
 spaces) and through a deployment's parameters: each case exits non-zero (or ends its flow run
 Failed before any work) with one clear message naming what is wrong and where, prints no Python
-traceback, and loses nothing already computed."""
+traceback, and loses nothing already computed.
+
+The CLI cases that are refused before any flow run call the command's ``main`` in this process
+(``prolab_in_process``): a process start would cost more than the check. The ``prolab`` process
+itself is refused the same way in tests/flows/test_cli_*.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,7 @@ import pytest
 from data.demo import DEMO_CLASSES
 from prolab_models.configs import CONFIG_DIR, CONFIGS
 from tasks.store import ArtifactStore
-from tests.helpers.cli import CITYSCAPES, last_line, prolab, shared_path
+from tests.helpers.cli import CITYSCAPES, last_line, prolab, prolab_in_process, shared_path
 from tests.helpers.demo_runs import tiny_options
 from tests.helpers.label_space_factory import make_label_space
 
@@ -52,6 +57,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (truncated / "properties.parquet").write_bytes(data[: len(data) // 2])
     make_label_space(root / "good", DEMO_CLASSES, k=4)
     (root / "not-a-checkpoint.pth").write_bytes(os.urandom(4096))
+    with zipfile.ZipFile(root / "zip-not-a-checkpoint.pth", "w") as archive:
+        archive.writestr("notes.txt", "a zip archive, as torch.save writes, without a checkpoint in it")
+    with zipfile.ZipFile(root / "damaged.pth", "w") as archive:  # torch.save's records, data.pkl unreadable
+        archive.writestr("damaged/data.pkl", b"\x80\x02garbage")
+        archive.writestr("damaged/version", "3\n")
     (root / "empty-run").mkdir()
     (root / "demo-descriptors.json").write_text(json.dumps({c: [f"{c} shape", f"{c} colour"] for c in DEMO_CLASSES}))
     _write_configs(root / "configs")
@@ -105,10 +115,17 @@ MODEL: dict[str, Case] = {
     "truncated parquet in a label space": (["train", "--label-space", "{in}/truncated"],
                                            ["{in}/truncated/properties.parquet"]),
     "label space from another dataset": (["evaluate", "--label-space", "{cityscapes}", "--checkpoint",
-                                          "{in}/not-a-checkpoint.pth"],
+                                          "{in}/damaged.pth"],
                                          ["label space has 19 classes but the dataset ProLabDemoDataset has 7"]),
+    "damaged checkpoint": (["evaluate", "--label-space", "{in}/good", "--checkpoint", "{in}/damaged.pth"],
+                           ["{in}/damaged.pth: not a readable PyTorch checkpoint"]),
     "checkpoint that is not one": (["evaluate", "--label-space", "{in}/good", "--checkpoint",
-                                    "{in}/not-a-checkpoint.pth"], ["{in}/not-a-checkpoint.pth"]),
+                                    "{in}/not-a-checkpoint.pth"],
+                                   ["{in}/not-a-checkpoint.pth: not a PyTorch checkpoint"]),
+    "zip archive that is not a checkpoint": (["evaluate", "--label-space", "{in}/good", "--checkpoint",
+                                              "{in}/zip-not-a-checkpoint.pth"],
+                                             ["{in}/zip-not-a-checkpoint.pth: not a PyTorch checkpoint (a zip "
+                                              "archive without the data.pkl and version"]),
     "run directory without a checkpoint": (["evaluate", "--label-space", "{in}/good", "--checkpoint",
                                             "{in}/empty-run"], ["{in}/empty-run", "no checkpoint"]),
     "--cfg-options value of the wrong type": (["train", "--label-space", "{in}/good", "--cfg-options",
@@ -200,10 +217,10 @@ def _fill(items: list[str], inputs: Path, env: dict[str, str]) -> list[str]:
     return [str(shared_path(item)) if item == CITYSCAPES else item.format(**values) for item in items]
 
 
-def _check(env: dict[str, str], args: list[str], expected: list[str]) -> None:
+def _check(env: dict[str, str], args: list[str], expected: list[str], as_a_process: bool = False) -> None:
     store = ArtifactStore(env["PROLAB_ARTIFACTS"])
     before = sorted(store.iter_artifacts())
-    result = prolab(env, *args)
+    result = (prolab if as_a_process else prolab_in_process)(env, *args)
     assert result.returncode != 0, result.stdout[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     for text in expected:
@@ -218,11 +235,18 @@ def test_label_space_refuses(env: dict[str, str], inputs: Path, case: str) -> No
     _check(env, ["label-space", *_fill(args, inputs, env)], _fill(expected, inputs, env))
 
 
+# Refused by the stage in its flow run (which reads the dataset's classes from the config, and
+# the checkpoint's records), where the run's log keeps its own traceback: run as a process,
+# as a user runs them.
+IN_A_FLOW_RUN = {"label space from another dataset", "label space of the dataset's classes in another order",
+                 "damaged checkpoint"}
+
+
 @pytest.mark.parametrize("case", sorted(MODEL))
 def test_train_and_evaluate_refuse(env: dict[str, str], inputs: Path, case: str) -> None:
     args, expected = MODEL[case]
     _check(env, [*_fill(args, inputs, env), "--config", "demo", "--cfg-options", "train_cfg.max_iters=1"],
-           _fill(expected, inputs, env))
+           _fill(expected, inputs, env), as_a_process=case in IN_A_FLOW_RUN)
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_FILES))
