@@ -25,7 +25,9 @@ from mmseg.registry import DATASETS
 from prolab_models.configs import resolve_config
 from prolab_models.datasets import DatasetLayoutError
 from prolab_models.datasets.check import main as check_dataset
+from prolab_models.errors import ProLabInputError
 from tasks.datasets import dataset_classes
+from tasks.model.runs import select_test_split
 from tests.helpers.cli import last_line, prolab
 from tests.helpers.label_space_factory import make_label_space
 from tests.helpers.paper_datasets import LAYOUTS, fabricate
@@ -47,6 +49,7 @@ ADE20K, CAMVID = ("ade20k", "ade20k"), ("camvid", "camvid")
 OTHER_CONFIGS = {"ade20k_deeplabv3plus": ADE20K, "ade20k_segformer-b0": ADE20K, "camvid": CAMVID, "camvid_ce": CAMVID}
 CROP = 64
 WIDTH = 48
+REFUSED_THROUGH_THE_CLI = "ade20k"  # `prolab evaluate --split test` refused as a process, once
 
 
 def _scaled(size: tuple[int, ...], factor: float) -> tuple[int, ...]:
@@ -139,10 +142,21 @@ def test_config_trains_and_evaluates_through_the_cli(env: dict[str, str], tmp_pa
     # the fabricated val labels hold classes, so some have an IoU; absent classes have none
     assert any(iou is not None for iou in metrics["per_class_iou"].values())
     assert len(metrics["properties"]) == 12  # a property model: precision and recall per property
-    if name in PAPER_CONFIGS and name != "bdd100k":  # no public test labels: --split test is refused
+    if name == REFUSED_THROUGH_THE_CLI:
         refused = prolab(env, "evaluate", *common, "--split", "test", "--checkpoint", str(run))
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert f"--split test: config {name} evaluates" in refused.stderr
+
+
+@pytest.mark.parametrize("name", [name for name in PAPER_CONFIGS if name != "bdd100k"])
+def test_a_config_without_public_test_labels_refuses_the_test_split(name: str) -> None:
+    """ADE20K, COCO-Stuff, Pascal Context and Cityscapes fix their folders by data_prefix and
+    publish no test labels: ``--split test`` is refused naming the config (through the CLI for
+    one of them, above; the check is the same function for all)."""
+    cfg = Config.fromfile(resolve_config(name))
+    with pytest.raises(ProLabInputError, match=f"--split test: config {name} evaluates"):
+        select_test_split(cfg, name, "test")
+    select_test_split(cfg, name, "val")  # its validation set is what it evaluates
 
 
 @pytest.mark.parametrize("name", ONE_HOT_TWINS)
