@@ -34,6 +34,16 @@ def test_key_depends_on_version_params_and_inputs() -> None:
                 artifact_key("s", "1", {"a": 1}, {"i": "other"})}) == 4
 
 
+@pytest.mark.parametrize("under", ["", "prolab/artifacts"])
+def test_a_root_that_is_a_file_or_under_one_is_refused_when_opened(tmp_path: Path, under: str) -> None:
+    """Refused before any stage runs, naming the root and the file in its way."""
+    (tmp_path / "a-file").write_text("not a directory")
+    root = tmp_path / "a-file" / under
+    with pytest.raises(NotADirectoryError, match=f"artifact store {root}: Not a directory \\({tmp_path / 'a-file'} is a file"):
+        ArtifactStore(root)
+    assert ArtifactStore(tmp_path / "not-yet" / "made").root == tmp_path / "not-yet" / "made"  # made when written
+
+
 def test_created_artifact_has_manifest_with_hashes_params_and_libraries(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     path = _write(store, "k1")
