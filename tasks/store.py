@@ -178,9 +178,12 @@ class ArtifactStore:
             self.root = Path(root).expanduser().resolve()
             self.location = str(self.root)
             # refused here, before any flow run, not at the first lock taken under it
-            existing = next(path for path in (self.root, *self.root.parents) if path.exists())
+            try:
+                existing = next(path for path in (self.root, *self.root.parents) if path.exists())
+            except PermissionError as error:
+                raise PermissionError(f"artifact store {self.root}: {error}") from None
             if not existing.is_dir():
-                raise NotADirectoryError(f"artifact store {self.root}: Not a directory ({existing} is a file)")
+                raise NotADirectoryError(f"artifact store {self.root}: Not a directory ({existing} is not one)")
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key

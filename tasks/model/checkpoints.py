@@ -28,20 +28,35 @@ def last_checkpoint(run: Path) -> Path:
     return found[-1]
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.load reads a file as torch.save's zip format when it starts so
+# torch.save's format before torch 1.6: a pickled magic number first; torch.load still reads it
+LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
 def check_checkpoint_file(path: Path) -> Path:
-    """``path``, refused unless it is what ``torch.save`` writes (since torch 1.6, and so every
-    mmengine checkpoint): a zip archive holding ``<name>/data.pkl`` and ``<name>/version``.
-    Anything else would reach torch's reader, whose error for arbitrary bytes depends on the
-    bytes (EOF, a bad opcode, a decoding error, a missing record)."""
-    if not zipfile.is_zipfile(path):
+    """``path``, refused unless it is what ``torch.save`` writes: a zip archive whose records
+    share one directory and include ``data.pkl`` and ``version`` (every mmengine checkpoint), or
+    the pre-1.6 format, left to ``loading_checkpoint``. Anything else would reach torch's reader,
+    whose error for arbitrary bytes depends on the bytes (EOF, a bad opcode, a decoding error)."""
+    with open(path, "rb") as file:  # an unreadable file says so (PermissionError)
+        head = file.read(len(LEGACY_MAGIC))
+    if head == LEGACY_MAGIC:
+        return path
+    if not head.startswith(ZIP_MAGIC):
         raise ProLabInputError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip archive; this file is "
                                f"not one)")
-    with zipfile.ZipFile(path) as archive:
-        records = {name.split("/", 1)[-1] for name in archive.namelist()}
-    missing = [record for record in ("data.pkl", "version") if record not in records]
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile as error:
+        raise ProLabInputError(f"{path}: a truncated or damaged PyTorch checkpoint ({error})") from None
+    prefix = names[0].split("/", 1)[0] if names and "/" in names[0] else None
+    records = {name.split("/", 1)[1] for name in names if prefix is not None and name.startswith(f"{prefix}/")}
+    missing = [name for name, found in (("data.pkl", "data.pkl" in records),
+                                        ("version", bool({"version", ".data/version"} & records))) if not found]
     if missing:
         raise ProLabInputError(f"{path}: not a PyTorch checkpoint (a zip archive without the "
-                               f"{' and '.join(missing)} that torch.save writes)")
+                               f"{' and '.join(missing)} in one directory that torch.save writes)")
     return path
 
 
@@ -53,10 +68,12 @@ def loading_checkpoint(path: Path) -> Iterator[None]:
     try:
         yield
     except pickle.UnpicklingError as error:
-        lines = str(error).splitlines() or [type(error).__name__]
-        reason = next((line for line in lines if "GLOBAL" in line), None)
+        # torch wraps the unpickler's own error in advice to retry without weights_only: say the cause
+        cause = str(error.__context__ or error)
+        reason = next((line for line in str(error).splitlines() if "GLOBAL" in line), None)
         if reason is None:
-            raise ProLabInputError(f"{path}: not a readable PyTorch checkpoint ({lines[0].strip()})") from None
+            first = cause.splitlines()[0].strip() if cause.strip() else type(error).__name__
+            raise ProLabInputError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
         raise ProLabInputError(f"{path}: refused to load this checkpoint, it holds more than weights "
                                f"({reason.strip()})") from None
     except RuntimeError as error:

@@ -156,7 +156,8 @@ def test_a_config_without_public_test_labels_refuses_the_test_split(name: str) -
     cfg = Config.fromfile(resolve_config(name))
     with pytest.raises(ProLabInputError, match=f"--split test: config {name} evaluates"):
         select_test_split(cfg, name, "test")
-    select_test_split(cfg, name, "val")  # its validation set is what it evaluates
+    select_test_split(cfg, name, "val")  # --split val is taken: its validation set is what it evaluates
+    assert cfg.test_dataloader.dataset == cfg.val_dataloader.dataset
 
 
 @pytest.mark.parametrize("name", ONE_HOT_TWINS)

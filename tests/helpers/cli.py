@@ -30,20 +30,32 @@ def prolab(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.
 def prolab_in_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """What ``prolab(env, *args)`` returns, from the command's ``main`` run in this process.
 
-    For input the command must refuse before any work: the same parser, checks, messages and
-    exit codes, without the ~8 s of imports a process start costs on 2 cores. An error the
-    command does not handle propagates, as its traceback would have been printed. The entry
-    point itself, and refusals that must start nothing, are run as processes (tests/flows).
+    Only for input the command refuses before it connects to Prefect: the same parser, checks,
+    messages and exit codes, without the ~8 s of imports a process start costs on 2 cores. A
+    case that gets as far as connecting fails here (run it with ``prolab``); an error the command
+    does not handle propagates, as its traceback would have been printed. Log records go to the
+    returned stderr, as they would to the process's.
     """
+    import logging
+
     from flows.cli import main
 
+    def connecting(_args: object) -> None:
+        raise AssertionError(f"prolab {' '.join(args)} got as far as a flow run: run it with prolab()")
+
     stdout, stderr = io.StringIO(), io.StringIO()
-    with (mock.patch.dict(os.environ, env, clear=True), contextlib.chdir(PROJECT_ROOT),
-          contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr)):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:  # argparse's usage errors
-            code = exit_.code if isinstance(exit_.code, int) else 1
+    handler = logging.StreamHandler(stderr)
+    logging.getLogger().addHandler(handler)
+    try:
+        with (mock.patch.dict(os.environ, env, clear=True), contextlib.chdir(PROJECT_ROOT),
+              mock.patch("flows.cli._connect", connecting),
+              contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr)):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse's usage errors
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        logging.getLogger().removeHandler(handler)
     return subprocess.CompletedProcess([PROLAB, *args], code, stdout.getvalue(), stderr.getvalue())
 
 
