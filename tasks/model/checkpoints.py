@@ -14,18 +14,19 @@ from tasks.files import MANIFEST
 
 
 def last_checkpoint(run: Path) -> Path:
-    """A checkpoint file, or a work dir's latest (mmengine's ``last_checkpoint`` record)."""
+    """A checkpoint file, or a work dir's latest (mmengine's ``last_checkpoint`` record), refused
+    unless it is what ``torch.save`` writes (``check_checkpoint_file``)."""
     if run.is_file():
-        return run
+        return check_checkpoint_file(run)
     record = run / "last_checkpoint"
     if record.is_file():
         path = Path(record.read_text().strip())
         if path.is_file():
-            return path
+            return check_checkpoint_file(path)
     found = sorted(run.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
     if not found:
         raise FileNotFoundError(f"{run}: no checkpoint (neither a .pth file nor a work dir holding one)")
-    return found[-1]
+    return check_checkpoint_file(found[-1])
 
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.load reads a file as torch.save's zip format when it starts so
@@ -84,7 +85,7 @@ def loading_checkpoint(path: Path) -> Iterator[None]:
 
 def training_run(checkpoint: Path) -> Path:
     """What ``prolab evaluate --checkpoint`` names: a run of the store as it is (named by its key),
-    any other work dir by its last checkpoint (named by that file's content), refused here unless
-    it is a checkpoint file."""
+    any other work dir by its last checkpoint (named by that file's content, and refused here
+    unless it is a checkpoint file)."""
     checkpoint = checkpoint.expanduser().resolve()
-    return checkpoint if (checkpoint / MANIFEST).is_file() else check_checkpoint_file(last_checkpoint(checkpoint))
+    return checkpoint if (checkpoint / MANIFEST).is_file() else last_checkpoint(checkpoint)

@@ -48,7 +48,7 @@ from tasks.label_space.transfer import (
     swapped_descriptions,
     write_scoring_label_space,
 )
-from tasks.model.checkpoints import check_checkpoint_file, last_checkpoint, loading_checkpoint
+from tasks.model.checkpoints import last_checkpoint, loading_checkpoint
 from tasks.model.runs import (
     RunRecord,
     build_config,
@@ -253,7 +253,7 @@ def evaluate(
     ``mIoU_unseen``, ``hIoU`` and the same for the two controls."""
     out_dir = Path(out_dir)
     space = load_label_space(label_space)
-    checkpoint_file = check_checkpoint_file(last_checkpoint(Path(checkpoint)))
+    checkpoint_file = last_checkpoint(Path(checkpoint))
     record = _check_held_out_run(Path(checkpoint), held_out)
     model_space, transfer = space, None
     cfg = build_config(config, space.path, out_dir, data_root, cfg_options)

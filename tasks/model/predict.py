@@ -43,7 +43,7 @@ from tasks.label_space.transfer import (
     require_expressed,
     scoring_rows,
 )
-from tasks.model.checkpoints import check_checkpoint_file, last_checkpoint, loading_checkpoint
+from tasks.model.checkpoints import last_checkpoint, loading_checkpoint
 from tasks.model.runs import build_config, dataset_classes, dataset_palette, run_record
 from tasks.params import SIMILARITY_FLOOR, EndToEndParams
 from tasks.reports import Report, artifact_key, image, markdown_table, read_json
@@ -231,7 +231,7 @@ def predict(
 
     out_dir = Path(out_dir)
     files, others = image_files(images)
-    checkpoint = check_checkpoint_file(last_checkpoint(Path(run)))
+    checkpoint = last_checkpoint(Path(run))
     trained = load_label_space(label_space or _run_label_space(Path(run)))
     if embed is None and (classes or queries):
         from tasks.label_space.embed import text_embedder

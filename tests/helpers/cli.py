@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -36,8 +37,6 @@ def prolab_in_process(env: dict[str, str], *args: str) -> subprocess.CompletedPr
     does not handle propagates, as its traceback would have been printed. Log records go to the
     returned stderr, as they would to the process's.
     """
-    import logging
-
     from flows.cli import main
 
     def connecting(_args: object) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from prolab_models.errors import ProLabInputError
-from tasks.model.checkpoints import check_checkpoint_file, loading_checkpoint
+from tasks.model.checkpoints import check_checkpoint_file, last_checkpoint, loading_checkpoint
 
 
 class _RunsCode:
@@ -49,7 +49,7 @@ def test_a_truncated_checkpoint_is_refused_naming_the_file(tmp_path: Path) -> No
     data = _saved(tmp_path / "whole.pth").read_bytes()
     path = tmp_path / "cut.pth"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ProLabInputError, match=re.escape(f"{path}: ")):
+    with pytest.raises(ProLabInputError, match=re.escape(f"{path}: a truncated or damaged PyTorch checkpoint")):
         check_checkpoint_file(path)
 
 
@@ -70,6 +70,10 @@ def test_bytes_that_are_not_an_archive_are_refused_naming_the_file(tmp_path: Pat
     path.write_bytes(os.urandom(4096))
     with pytest.raises(ProLabInputError, match=re.escape(f"{path}: not a PyTorch checkpoint")):
         check_checkpoint_file(path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "iter_2.pth").write_bytes(os.urandom(4096))
+    with pytest.raises(ProLabInputError, match=re.escape(f"{tmp_path / 'run' / 'iter_2.pth'}: not a PyTorch")):
+        last_checkpoint(tmp_path / "run")  # what evaluate, predict and the command resolve a run with
 
 
 def test_an_archive_without_torch_records_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
