@@ -4,8 +4,11 @@ For each CPU config and its one-hot twin (the config's model, batch and crop siz
 and losses differ): the ViT-Adapter-T UPerNet + FCN on CamVid and on the demo data, the ResNet-18
 DeepLabV3+ (separable ASPP + FCN) at strides 16 and 8 on CamVid and at 16 on the demo data. The
 label space has the dataset's classes and K=32 properties of 384-d (MiniLM) centres. Steps of the
-models of a pair alternate so that load on a shared machine hits them alike; the figure is the ratio of median step times, one per pair, and the
-last line the largest. The ProLab model is timed with the paper's cosine loss alone and with
+models of a pair alternate (a round is one step of each) so that load on a shared machine hits
+them alike; the figure is the ratio of median step times, one per pair, and the last line the
+largest. Beside it, the median and quartiles of the per-round ratios: a paired figure, which slow
+drifts in the machine's speed do not move. ``PROLAB_BENCH_STEPS`` (10) sets the rounds timed and
+``PROLAB_BENCH_PAIRS`` (config names, comma-separated) a subset of the pairs. The ProLab model is timed with the paper's cosine loss alone and with
 issue 13's class term (``PropertyClassLoss``) beside it; a pair's ratio is the one of its
 config's own losses, and both are printed.
 
@@ -14,6 +17,7 @@ config's own losses, and both are printed.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -39,7 +43,7 @@ LOSSES = {"cosine": dict(type="PropertyCosineLoss", loss_weight=1.0),
                                   dict(type="PropertyClassLoss", loss_weight=1.0)]}
 # ProLab config -> its dataset's number of classes; its twin is "<name>_ce"
 PAIRS = {"camvid_vit-adapter": 11, "camvid": 11, "camvid_deeplabv3plus-d8": 11, "demo": 7, "demo_deeplabv3plus": 7}
-WARMUP, STEPS = 2, 10
+WARMUP, STEPS = 2, int(os.environ.get("PROLAB_BENCH_STEPS", "10"))
 
 
 def sized_label_space(directory: Path, num_classes: int) -> Path:
@@ -112,8 +116,12 @@ def main() -> None:
     init_default_scope("mmseg")
     print(f"threads={torch.get_num_threads()} steps={STEPS} (after {WARMUP} warm-up)")
     ratios = {}
+    chosen = os.environ.get("PROLAB_BENCH_PAIRS")
+    pairs = {name: PAIRS.get(name) for name in chosen.split(",")} if chosen else PAIRS
+    if None in pairs.values():
+        raise SystemExit(f"PROLAB_BENCH_PAIRS={chosen!r}: the pairs are {', '.join(PAIRS)}")
     with tempfile.TemporaryDirectory() as tmp:
-        for config, num_classes in PAIRS.items():
+        for config, num_classes in pairs.items():
             times, size, crop = step_times(config, num_classes, Path(tmp))
             medians = {name: statistics.median(t) for name, t in times.items()}
             print(f"{config} (batch {size}, crop {crop}):")
@@ -121,8 +129,10 @@ def main() -> None:
                 print(f"  {name}: median {medians[name]:.3f} s/step, min {min(t):.3f}, max {max(t):.3f}")
             shipped = shipped_losses(config)
             for losses in LOSSES:
+                paired = statistics.quantiles([t / c for t, c in zip(times[losses], times["ce"])], n=4)
                 print(f"  {losses}{' (the config)' if losses == shipped else ''} / ce: "
-                      f"{medians[losses] / medians['ce']:.3f}")
+                      f"{medians[losses] / medians['ce']:.3f} (per round: median {paired[1]:.3f}, "
+                      f"quartiles {paired[0]:.3f}-{paired[2]:.3f})")
             ratios[config] = medians[shipped] / medians["ce"]
             print(f"  property_head_step_ratio[{config}]={ratios[config]:.3f}", flush=True)
     print(f"largest: {max(ratios, key=ratios.get)}")
