@@ -81,6 +81,12 @@ class VerifyParams(StrictModel):
     copied_cosine: float | None = Field(
         0.9, ge=0, le=1,
         description="a line at least this close to a worked-example line of another category is copied")
+    flag_questions: bool = Field(True, description="a line holding a question mark is a question (an echo of "
+                                                   "the prompt), not a property")
+    min_latin_share: float | None = Field(
+        0.9, ge=0, le=1,
+        description="a line with a smaller share of Latin letters is (partly) in another script than the "
+                    "prompt's")
     class_name_cosine: float | None = Field(
         0.85, ge=0, le=1,
         description="a line at least this close to its own class name leaks the name (Label-free CBM: 0.85)")

@@ -8,6 +8,12 @@ flag them, one reason a line, with the score behind it, so that nothing is dropp
 
 - ``copied``: equal or near-equal (embedding cosine) to a line of another category's worked
   example in the prompt;
+- ``question``: the line holds a question mark. A property is a statement; a small model that
+  echoes its question back ("What does a sky look like that a person does not? Answer with 3
+  to") writes one, and the echo is too loosely worded to be near-equal to the prompt;
+- ``other_script``: a smaller share of its letters are Latin than a floor (0.9: a small model
+  drifting into Japanese mid-answer, "に通りのmodel"); the prompts ask in English and the
+  embedders read English;
 - ``leaks_class_name``: so close to its own class name (the bare name, embedded) that it
   says the name rather than a property (Label-free CBM's filter);
 - ``misattributed``: closer to another class's name, in a short sentence ("a photo of a
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -44,7 +51,7 @@ from tasks.store import ArtifactStore
 # Texts in, one row per text out (unit vectors, or vectors that are normalised here).
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
-REASONS = ("copied", "leaks_class_name", "misattributed", "too_long", "near_duplicate")
+REASONS = ("copied", "question", "other_script", "leaks_class_name", "misattributed", "too_long", "near_duplicate")
 COLUMNS = ["class", "index", "text", "kept", "reason", "score", "points_to", "duplicate_of"]
 
 
@@ -66,6 +73,14 @@ def _same_text(a: str, b: str) -> bool:
     return plain(a) == plain(b)
 
 
+def latin_share(text: str) -> float:
+    """The share of the text's letters that are Latin (accented ones included); 0 with no letter."""
+    letters = [character for character in text if character.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(unicodedata.name(letter, "").startswith("LATIN") for letter in letters) / len(letters)
+
+
 def verify_descriptions(
     descriptions: Mapping[str, Sequence[str]],
     embed: EmbedFn,
@@ -78,7 +93,8 @@ def verify_descriptions(
     imported descriptions); a line copied from the example of its own category is not
     flagged, since it describes that category. ``score`` is the figure the reason rests on:
     a cosine (copied, leaks_class_name, near_duplicate), the margin by which another class is
-    closer (misattributed), or the length in characters (too_long); NaN for kept lines.
+    closer (misattributed), the length in characters (too_long), the Latin share of the letters
+    (other_script); NaN for kept lines and questions.
     """
     if not descriptions:
         raise VerifyError("no classes to verify")
@@ -122,6 +138,12 @@ def verify_descriptions(
                 best_score = 1.0 if equal else float(example_similarity[row, best])
                 if best_score >= params.copied_cosine:
                     reason, score, points_to = "copied", best_score, example_lines[best][0]
+        if reason is None and params.flag_questions and "?" in text:
+            reason = "question"
+        if reason is None and params.min_latin_share is not None:
+            share = latin_share(text)
+            if share < params.min_latin_share:
+                reason, score = "other_script", share
         if reason is None and params.class_name_cosine is not None:
             leak = float(line_vectors[row] @ name_vectors[c])
             if leak >= params.class_name_cosine:
@@ -177,7 +199,7 @@ def flagged_counts(table: pd.DataFrame) -> dict[str, int]:
 
 # --------------------------------------------------------------------------------- the stage
 
-VERSION = "1"
+VERSION = "2"  # 2: the question and other_script rules
 TABLE = "verification.parquet"
 REPORT = "verify_report.json"
 

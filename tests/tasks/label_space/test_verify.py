@@ -97,6 +97,23 @@ def test_near_duplicates_keep_the_first_and_point_to_it(embed) -> None:
     assert kept_descriptions(table)[0]["car"] == GOOD["car"]
 
 
+def test_a_question_is_flagged_whatever_its_wording(embed) -> None:
+    echo = "What does a sky look like that a person does not? Answer with 3 to"  # Gemma echoing repair
+    table = verify_descriptions(_with({"sky": [echo]}), embed)
+    assert (_row(table, "sky", echo)["reason"], table["kept"].sum()) == ("question", 9)
+    assert verify_descriptions(_with({"sky": [echo]}), embed, VerifyParams(flag_questions=False))["kept"].all()
+
+
+def test_a_line_in_another_script_is_flagged_with_its_latin_share(embed) -> None:
+    table = verify_descriptions(_with({"sky": ["で購入する"], "car": ["に通りのmodel"],
+                                       "tree": ["façade-like crown of pale green leaves"]}), embed)
+    assert (_row(table, "sky", "で購入する")["reason"], _row(table, "sky", "で購入する")["score"]) == ("other_script", 0.0)
+    mixed = _row(table, "car", "に通りのmodel")
+    assert mixed["reason"] == "other_script" and mixed["score"] == pytest.approx(5 / 9)
+    assert _row(table, "tree", "façade-like crown of pale green leaves")["kept"], "accented Latin letters are Latin"
+    assert verify_descriptions(_with({"sky": ["で購入する"]}), embed, VerifyParams(min_latin_share=None))["kept"].all()
+
+
 def test_too_long_is_off_by_default_and_flags_lines_over_the_limit(embed) -> None:
     long_line = "four wheels with black rubber tyres, hubcaps, bolts and a spare in the boot"
     assert verify_descriptions(_with({"car": [long_line]}), embed)["kept"].all()

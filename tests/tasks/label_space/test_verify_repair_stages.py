@@ -84,10 +84,12 @@ def test_changing_a_threshold_reruns_verify_and_what_follows_nothing_before_it(f
 
 
 def _colliding_reply(category: str) -> str:
-    """sky and sidewalk described alike; repair answers for each ordered pair, one line of garbage."""
+    """sky and sidewalk described alike; repair answers for each ordered pair, with garbage as
+    Gemma-3-270M wrote it on CamVid: a line about another class, its question echoed back, Japanese."""
     answers = {
-        "sky|sidewalk": ["bright blue with white clouds", "the sun shining high above", "a red car parked on a road"],
-        "sidewalk|sky": ["paved with square concrete slabs", "a raised kerb along the road"],
+        "sky|sidewalk": ["bright blue with white clouds", "the sun shining high above", "a red car parked on a road",
+                         "What does a sky look like that a person does not? Answer with 3 to"],
+        "sidewalk|sky": ["paved with square concrete slabs", "a raised kerb along the road", "で購入する"],
     }
     if category in answers:
         return "\n".join(f"- {line}" for line in answers[category])
@@ -112,8 +114,10 @@ def test_repair_asks_each_ordered_pair_once_a_round_adds_what_verifies_and_cache
         sky = set(descriptions.loc[descriptions["class_name"] == "sky", "text"])
         assert "bright blue with white clouds" in sky
         assert "a red car parked on a road" not in sky, "a line about another class is verified away"
-        answered = pd.read_parquet(paths["repair"] / "repair.parquet")
-        assert not answered.set_index("line").loc["a red car parked on a road", "added"]
+        answered = pd.read_parquet(paths["repair"] / "repair.parquet").set_index("line")["added"]
+        garbage = ["a red car parked on a road", "What does a sky look like that a person does not? Answer with 3 to",
+                   "で購入する"]
+        assert not answered[garbage].any(), "garbage is verified away, not added"
 
         before = len(fake.asked())
         (paths["repair"] / MANIFEST).unlink()  # a damaged copy: recomputed, from the cached answers
