@@ -8,9 +8,9 @@ models of a pair alternate (a round is one step of each) so that load on a share
 them alike; the figure is the ratio of median step times, one per pair, and the last line the
 largest. Beside it, the median and quartiles of the per-round ratios: a paired figure, which slow
 drifts in the machine's speed do not move. ``PROLAB_BENCH_STEPS`` (10) sets the rounds timed and
-``PROLAB_BENCH_PAIRS`` (config names, comma-separated) a subset of the pairs. The ProLab model is timed with the paper's cosine loss alone and with
-issue 13's class term (``PropertyClassLoss``) beside it; a pair's ratio is the one of its
-config's own losses, and both are printed.
+``PROLAB_BENCH_PAIRS`` (config names, comma-separated) a subset of the pairs. The ProLab model is
+timed with the paper's cosine loss alone and with issue 13's class term (``PropertyClassLoss``)
+beside it; a pair's ratio is the one of its config's own losses, and both are printed.
 
     python benchmarks/run.py --only property_head
 """
