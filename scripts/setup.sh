@@ -91,19 +91,19 @@ MMCV_CFLAGS="-g0 -O1"
 # 11 s): precompiled once and put first in every source with -include, it is read in a
 # fraction of that. gcc checks a precompiled header against each compile's options and reads
 # the plain header where they differ (-Winvalid-pch says so in the log): a mismatch costs time,
-# never correctness. The options are those torch's BuildExtension gives an op source.
+# never correctness. The compiler and options are those torch's BuildExtension gives an op source.
 precompile_torch_types() {
   mkdir -p "$1"
   printf '#include <torch/types.h>\n' >"$1/torch_types.h"
   "$PY" - "$1/torch_types.h" "${CFLAGS:-} $MMCV_CFLAGS" <<'EOF'
 import shlex, subprocess, sys, sysconfig
-from torch.utils.cpp_extension import include_paths
+from torch.utils.cpp_extension import get_cxx_compiler, include_paths
 header, cflags = sys.argv[1:]
 options = [*shlex.split(sysconfig.get_config_var("CFLAGS")), *shlex.split(cflags),
            *shlex.split(sysconfig.get_config_var("CCSHARED")), *(f"-I{path}" for path in include_paths()),
            f"-I{sysconfig.get_paths()['include']}",
            "-std=c++17", "-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_ext"]
-subprocess.run(["c++", *options, "-x", "c++-header", header, "-o", header + ".gch"], check=True)
+subprocess.run([get_cxx_compiler(), *options, "-x", "c++-header", header, "-o", header + ".gch"], check=True)
 EOF
 }
 
