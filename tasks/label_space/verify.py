@@ -73,7 +73,7 @@ def _same_text(a: str, b: str) -> bool:
     return plain(a) == plain(b)
 
 
-def latin_share(text: str) -> float:
+def _latin_share(text: str) -> float:
     """The share of the text's letters that are Latin (accented ones included); 0 with no letter."""
     letters = [character for character in text if character.isalpha()]
     if not letters:
@@ -141,7 +141,7 @@ def verify_descriptions(
         if reason is None and params.flag_questions and "?" in text:
             reason = "question"
         if reason is None and params.min_latin_share is not None:
-            share = latin_share(text)
+            share = _latin_share(text)
             if share < params.min_latin_share:
                 reason, score = "other_script", share
         if reason is None and params.class_name_cosine is not None:
