@@ -17,6 +17,10 @@ has done is found in the store, not repeated.
     python benchmarks/run.py --only cpu_recipes
     PROLAB_BENCH_SEEDS="0 1" PROLAB_BENCH_RUNS=camvid,camvid_ce python benchmarks/run.py --only cpu_recipes
     PROLAB_BENCH_RUNS="demo_deeplabv3plus + class term" python benchmarks/run.py --only cpu_recipes
+    PROLAB_BENCH_BATCH=6 PROLAB_BENCH_RUNS=camvid,camvid_ce python benchmarks/run.py --only cpu_recipes
+
+``PROLAB_BENCH_BATCH`` trains every chosen run at that batch size instead of its config's (a run
+named ``<config> @ batch N``): a model at another config's time per iteration.
 
 The last line is ``camvid_best_cpu_miou=<value>``: the best CamVid mIoU of a CPU config (mean
 over its seeds).
@@ -33,6 +37,7 @@ from pathlib import Path
 
 SHARED = Path(os.environ.get("PROLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 CAMVID = SHARED / "data" / "camvid_mini"
+BATCH = int(os.environ.get("PROLAB_BENCH_BATCH", "0"))
 
 # dataset -> (data root, None for the generated demo; short names of its CPU configs, each
 # ProLab config beside its one-hot twin)
@@ -80,6 +85,8 @@ def run_one(config: str, data_root: Path | None, seed: int, space: Path, labels,
     from tasks.registry import LABEL_SPACE, plan_stages, run_stages
 
     options: dict = {"randomness.seed": seed}
+    if BATCH:
+        options["train_dataloader.batch_size"] = BATCH
     name, suffix = split_variant(config)
     if suffix:
         options["model.decode_head.loss_decode"] = LOSS_VARIANTS[suffix]
@@ -94,7 +101,7 @@ def run_one(config: str, data_root: Path | None, seed: int, space: Path, labels,
     metrics = json.loads((paths["evaluate"] / "metrics.json").read_text())
     ious = {name: iou for name, iou in metrics["per_class_iou"].items() if iou is not None}
     worst = min(ious, key=ious.get)
-    return {"config": config, "seed": seed, "mIoU": metrics["mIoU"], "worst_class": worst, "worst_iou": ious[worst],
+    return {"config": f"{config} @ batch {BATCH}" if BATCH else config, "seed": seed, "mIoU": metrics["mIoU"], "worst_class": worst, "worst_iou": ious[worst],
             "s_per_it": round(_iteration_seconds(paths["train"]), 3), "train_seconds": seconds,
             "per_class_iou": metrics["per_class_iou"], "evaluation": str(paths["evaluate"])}
 

@@ -64,8 +64,13 @@ def sized_label_space(directory: Path, num_classes: int) -> Path:
     return directory
 
 
-def build(config: str, label_space: Path, losses: str | None = None) -> tuple[torch.nn.Module, object, Config]:
+def build(config: str, label_space: Path, losses: str | None = None,
+          overrides: dict | None = None) -> tuple[torch.nn.Module, object, Config]:
+    """``config``'s model (seed 0) and optimiser, its heads on ``label_space``; ``losses``: an
+    entry of ``LOSSES`` for the decode head; ``overrides``: as ``--cfg-options``."""
     cfg = Config.fromfile(resolve_config(config))
+    if overrides:
+        cfg.merge_from_dict(overrides)
     for head in (cfg.model.decode_head, cfg.model.auxiliary_head):
         if "label_space" in head:
             head.label_space = str(label_space)
