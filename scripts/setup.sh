@@ -59,8 +59,9 @@ create_venv() { [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"; pip_install uv; }
 # torch first: mmcv's ops compile against the installed torch, without build isolation.
 install_torch() { uv_install "setuptools<81" wheel torch torchvision; }
 
+MMCV_VERSION="$(sed -n 's/^mmcv==//Ip' "$CONSTRAINTS")"
 mmcv_with_ops_built() {
-  "$PY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '2.1.0')" 2>/dev/null
+  "$PY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != sys.argv[1])" "$MMCV_VERSION" 2>/dev/null
 }
 
 # The two sdists are built once into a wheel cache of our own, keyed by what went into the
@@ -164,7 +165,7 @@ else
   rm -f "$INSTALLED"
   step "python venv and uv" create_venv
   step "torch, torchvision" install_torch
-  step "mmcv 2.1.0 with ops (built once: about 3 min on 2 cores)" install_mmcv
+  step "mmcv $MMCV_VERSION with ops (built once: about 3 min on 2 cores)" install_mmcv
   step "llama-cpp-python (built once: about 3 min on 2 cores)" install_llama_cpp
   step "prolab and its dependencies${TEST:+, with test tools}" install_project
   echo "$wanted" >"$INSTALLED"
