@@ -8,6 +8,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 _CHUNK = 1 << 20
+# Datasets up to this size are hashed by content (camvid_mini: 22 MB, a tenth of a second): a
+# second or two of reading at most, paid only when no plan is remembered (tasks/plan_cache.py).
+CONTENT_LIMIT = 1 << 30
 
 
 def _files(root: Path, folders: Iterable[Path]) -> list[tuple[str, Path]]:
@@ -24,21 +27,26 @@ def _files(root: Path, folders: Iterable[Path]) -> list[tuple[str, Path]]:
 
 
 def dataset_fingerprint(root: str | Path, subdirs: Iterable[str] | None = None, *,
-                        content: bool = False) -> str:
+                        content: bool | None = None) -> str:
     """SHA-256 over the files under ``root`` (or only under ``subdirs``, relative to it).
 
-    By default each file contributes its relative path, size and modification time: one
-    ``stat`` a file, so it is cheap even for ADE20K or COCO-Stuff, and any rewrite changes it.
-    ``content=True`` hashes the bytes instead, for small datasets that are regenerated
-    identically (the demo), so a fresh copy keeps the same fingerprint. The root's own location
-    is not part of it: a moved dataset keeps its fingerprint.
+    ``content=True`` hashes each file's relative path and bytes, so a copy of the dataset (a
+    fresh download, a regenerated demo, a ``cp`` without ``-p``) keeps the fingerprint, and
+    with it every training the store holds for it. ``content=False`` hashes each file's
+    relative path, size and modification time instead: one ``stat`` a file, cheap for COCO-Stuff
+    or Cityscapes, and any rewrite changes it, but so does a copy. ``None`` (the default):
+    content for datasets of at most ``CONTENT_LIMIT`` bytes, stat above. The root's own
+    location is never part of it: a moved dataset keeps its fingerprint.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset root not found")
     folders = [root] if subdirs is None else [root / subdir for subdir in subdirs]
+    files = _files(root, folders)
+    if content is None:
+        content = sum(path.stat().st_size for _, path in files) <= CONTENT_LIMIT
     digest = hashlib.sha256(b"content\n" if content else b"stat\n")
-    for relative, path in _files(root, folders):
+    for relative, path in files:
         digest.update(relative.encode() + b"\0")
         if content:
             with path.open("rb") as handle:

@@ -247,13 +247,12 @@ def config_sha256(params: TrainParams) -> str:
 
 def model_identity(params: TrainParams) -> ModelIdentity:
     """The resolved config, its hash and the dataset's fingerprint; bad input fails here."""
-    from data.demo import DEFAULT_ROOT
     from prolab_models.datasets.fingerprint import dataset_fingerprint
 
     data_root = resolve_data_root(params)
     cfg = _config(params, data_root)
-    # The generated demo is hashed by content, so a regenerated copy keeps its key.
-    fingerprint = dataset_fingerprint(data_root, content=data_root == DEFAULT_ROOT.resolve())
+    # By content up to 1 GiB: a regenerated demo or a copied CamVid keeps its key.
+    fingerprint = dataset_fingerprint(data_root)
     files = config_files(params.config)
     sources = None if reads_environment(files) else (*map(str, files), str(data_root))
     return ModelIdentity(cfg, sha256_text(canonical_json(cfg.to_dict())), fingerprint, data_root, sources)

@@ -19,6 +19,7 @@ from prolab_models.datasets import (
     DatasetLayoutError,
     ProLabDemoDataset,
     dataset_fingerprint,
+    fingerprint,
     validate_dataset,
 )
 
@@ -185,9 +186,19 @@ def test_fingerprint_covers_only_the_named_folders(demo_root: Path) -> None:
 
 def test_content_fingerprint_ignores_mtimes_and_location(demo_root: Path, tmp_path: Path) -> None:
     content = dataset_fingerprint(demo_root, content=True)
-    stat = dataset_fingerprint(demo_root)
+    stat = dataset_fingerprint(demo_root, content=False)
     path = demo_root / "train" / "train_0000.png"
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    assert dataset_fingerprint(demo_root) != stat
+    assert dataset_fingerprint(demo_root, content=False) != stat
+    assert dataset_fingerprint(demo_root, content=True) == content
     moved = Path(shutil.move(demo_root, tmp_path / "moved"))
     assert dataset_fingerprint(moved, content=True) == content
+    copied = Path(shutil.copytree(moved, tmp_path / "copied", copy_function=shutil.copyfile))  # new mtimes
+    assert dataset_fingerprint(copied, content=True) == content
+
+
+def test_small_datasets_are_hashed_by_content_large_ones_by_stat(demo_root: Path, monkeypatch) -> None:
+    assert dataset_fingerprint(demo_root) == dataset_fingerprint(demo_root, content=True)
+    size = sum(p.stat().st_size for p in demo_root.rglob("*") if p.is_file())
+    monkeypatch.setattr(fingerprint, "CONTENT_LIMIT", size - 1)
+    assert dataset_fingerprint(demo_root) == dataset_fingerprint(demo_root, content=False)

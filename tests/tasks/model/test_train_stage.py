@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,7 @@ from tasks.model import train as train_stage
 from tasks.params import EndToEndParams, TrainParams
 from tasks.stage import StagePlan
 from tasks.store import ArtifactStore
+from tests.helpers.cli import SHARED
 
 
 def test_two_runs_of_one_training_key_train_once_and_share_its_artifact(tmp_path: Path,
@@ -38,3 +40,27 @@ def test_two_runs_of_one_training_key_train_once_and_share_its_artifact(tmp_path
     assert len(trained) == 1, "the second run waited, then found the first one's artifact"
     assert (runs[0] / "iter_1.pth").read_bytes() == b"weights"
     assert [p.name for p in (store.root / "train").iterdir()] == [plan.key], "no work dir or temporary left"
+
+
+def test_a_dataset_copied_anew_keeps_its_training_key_and_an_edited_one_does_not(tmp_path: Path) -> None:
+    """The dataset's fingerprint is by content (under 1 GiB): the same files written again, as a
+    re-download or a re-provisioned ../shared writes them (new modification times and inodes),
+    find the trainings they had. (The key holds the resolved config, and with it the data root.)"""
+    source = SHARED / "data" / "camvid_mini"
+    if not source.is_dir():
+        pytest.skip(f"{source} absent")
+    root = tmp_path / "camvid"
+
+    def key() -> str:
+        params = EndToEndParams(train=TrainParams(config="camvid_ce", data_root=root))
+        return train_stage.plan(params, {"label_space": "cluster/0123"}).key
+
+    shutil.copytree(source, root, copy_function=shutil.copyfile)
+    first = key()
+    shutil.rmtree(root)
+    time.sleep(0.01)
+    shutil.copytree(source, root, copy_function=shutil.copyfile)
+    assert key() == first
+    label = next((root / "trainannot").iterdir())
+    label.write_bytes(label.read_bytes() + b"\0")
+    assert key() != first
