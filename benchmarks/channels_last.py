@@ -4,10 +4,10 @@ The ResNet-18 DeepLabV3+ CPU configs hand their model channels-last batches
 (``ChannelsLastSegDataPreProcessor``), so oneDNN runs every convolution in NHWC. Here each of
 them (ProLab and one-hot; CamVid at strides 16 and 8, the demo at 16) is timed as shipped and
 with mmseg's ``SegDataPreProcessor`` (NCHW), the two models' steps alternating from the same
-weights on the same batch, with the label space of ``property_head``. ``camvid``'s pair is also
-timed beside the ViT-Adapter-T twins it replaced as the CamVid default, whose step time is the
-budget issue 14 sets. Figures: median step times and the per-round ratios' median and
-quartiles. ``PROLAB_BENCH_STEPS`` (10) sets the rounds.
+weights on the same batch, with the label space of ``property_head``. ``camvid``'s pair (batch 6)
+is also timed beside the ViT-Adapter-T twins it replaced as the CamVid default (batch 4), whose
+step time is the budget issue 14 sets. Figures: median step times and the per-round ratios'
+median and quartiles. ``PROLAB_BENCH_STEPS`` (10) sets the rounds.
 
     python benchmarks/run.py --only channels_last
 """

@@ -37,8 +37,8 @@ CONFIGS: dict[str, str] = {
     # ResNet-18-D16 DeepLabV3+ (configs/README.md: what was measured to choose it, and what not yet)
     "demo": "prolab-upernet_vit-adapter-t_1xb8-300_demo-128x128.py",
     "demo_ce": "upernet_vit-adapter-t_1xb8-300_demo-128x128.py",
-    "camvid": "prolab-deeplabv3plus_r18-d16_1xb8-400_camvid-256x256.py",
-    "camvid_ce": "deeplabv3plus_r18-d16_1xb8-400_camvid-256x256.py",
+    "camvid": "prolab-deeplabv3plus_r18-d16_1xb6-400_camvid-256x256.py",
+    "camvid_ce": "deeplabv3plus_r18-d16_1xb6-400_camvid-256x256.py",
     "demo_deeplabv3plus": "prolab-deeplabv3plus_r18-d16_1xb16-300_demo-128x128.py",
     "demo_deeplabv3plus_ce": "deeplabv3plus_r18-d16_1xb16-300_demo-128x128.py",
     "camvid_vit-adapter": "prolab-upernet_vit-adapter-t_1xb4-400_camvid-256x256.py",

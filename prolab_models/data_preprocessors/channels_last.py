@@ -1,11 +1,12 @@
 """mmseg's data preprocessor, handing the model its batch in channels-last (NHWC) memory order.
 
 A convolution on CPU (oneDNN) runs in NHWC whenever its input is NHWC and gives NHWC out, so
-the whole convolutional network then runs in that order, and with no copy a layer: a training
-step of the ResNet-18 DeepLabV3+ CPU configs took 0.86-0.88 of its NCHW time on one core
-(benchmarks/RESULTS.md, "channels_last"). The values are the same; only the order of the
-floating-point sums differs. Weights stay as they are (NCHW): converting the model as well
-measured the same, and a batch is the only tensor the preprocessor owns.
+the whole convolutional network then runs in that order, with no copy a layer. On one core a
+training step of the CamVid ResNet-18-D16 DeepLabV3+ (``camvid``) took 0.85-0.94 of its NCHW
+time; the demo's and the stride-8 model's, 0.95-1.0 (benchmarks/RESULTS.md, "channels_last").
+The values are the same; only the order of the floating-point sums differs. Weights stay as they
+are (NCHW): converting the model as well measured the same, and a batch is the only tensor the
+preprocessor owns.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 # mmseg's DeepLabV3+ on a ResNet-18-D8 (its deeplabv3plus_r18-d8 model) for CPU runs from scratch:
 # random init, plain BN (one process; PreciseBNHook fixes its statistics), batches in channels-last
-# memory order (about 13 % off a CPU training step). Datasets set num_classes.
+# memory order (up to 15 % off a CPU training step, configs/README.md). Datasets set num_classes.
 _base_ = ['mmseg::_base_/models/deeplabv3plus_r50-d8.py']
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
