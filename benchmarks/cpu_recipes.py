@@ -17,7 +17,7 @@ has done is found in the store, not repeated.
     python benchmarks/run.py --only cpu_recipes
     PROLAB_BENCH_SEEDS="0 1" PROLAB_BENCH_RUNS=camvid,camvid_ce python benchmarks/run.py --only cpu_recipes
     PROLAB_BENCH_RUNS="demo_deeplabv3plus + class term" python benchmarks/run.py --only cpu_recipes
-    PROLAB_BENCH_BATCH=6 PROLAB_BENCH_RUNS=camvid,camvid_ce python benchmarks/run.py --only cpu_recipes
+    PROLAB_BENCH_BATCH=8 PROLAB_BENCH_RUNS=camvid,camvid_ce python benchmarks/run.py --only cpu_recipes
 
 ``PROLAB_BENCH_BATCH`` trains every chosen run at that batch size instead of its config's (a run
 named ``<config> @ batch N``): a model at another config's time per iteration.
