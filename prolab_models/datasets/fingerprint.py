@@ -42,11 +42,11 @@ def dataset_fingerprint(root: str | Path, subdirs: Iterable[str] | None = None, 
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset root not found")
     folders = [root] if subdirs is None else [root / subdir for subdir in subdirs]
-    files = _files(root, folders)
+    files = [(relative, path, path.stat()) for relative, path in _files(root, folders)]
     if content is None:
-        content = sum(path.stat().st_size for _, path in files) <= CONTENT_LIMIT
+        content = sum(stat.st_size for _, _, stat in files) <= CONTENT_LIMIT
     digest = hashlib.sha256(b"content\n" if content else b"stat\n")
-    for relative, path in files:
+    for relative, path, stat in files:
         digest.update(relative.encode() + b"\0")
         if content:
             with path.open("rb") as handle:
@@ -54,6 +54,5 @@ def dataset_fingerprint(root: str | Path, subdirs: Iterable[str] | None = None, 
                     digest.update(chunk)
             digest.update(b"\0")
         else:
-            stat = path.stat()
             digest.update(f"{stat.st_size}:{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()
