@@ -101,7 +101,8 @@ def run_one(config: str, data_root: Path | None, seed: int, space: Path, labels,
     metrics = json.loads((paths["evaluate"] / "metrics.json").read_text())
     ious = {name: iou for name, iou in metrics["per_class_iou"].items() if iou is not None}
     worst = min(ious, key=ious.get)
-    return {"config": f"{config} @ batch {BATCH}" if BATCH else config, "seed": seed, "mIoU": metrics["mIoU"], "worst_class": worst, "worst_iou": ious[worst],
+    return {"config": f"{config} @ batch {BATCH}" if BATCH else config, "seed": seed, "mIoU": metrics["mIoU"],
+            "worst_class": worst, "worst_iou": ious[worst],
             "s_per_it": round(_iteration_seconds(paths["train"]), 3), "train_seconds": seconds,
             "per_class_iou": metrics["per_class_iou"], "evaluation": str(paths["evaluate"])}
 

@@ -251,7 +251,7 @@ def model_identity(params: TrainParams) -> ModelIdentity:
 
     data_root = resolve_data_root(params)
     cfg = _config(params, data_root)
-    # By content up to 1 GiB: a regenerated demo or a copied CamVid keeps its key.
+    # By content up to 1 GiB: a regenerated demo, or CamVid copied again to the same place, keeps its key.
     fingerprint = dataset_fingerprint(data_root)
     files = config_files(params.config)
     sources = None if reads_environment(files) else (*map(str, files), str(data_root))
