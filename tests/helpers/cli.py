@@ -33,21 +33,44 @@ def prolab_in_process(env: dict[str, str], *args: str) -> subprocess.CompletedPr
 
     Only for input the command refuses before it connects to Prefect: the same parser, checks,
     messages and exit codes, without the ~8 s of imports a process start costs on 2 cores. A
-    case that gets as far as connecting fails here (run it with ``prolab``); an error the command
-    does not handle propagates, as its traceback would have been printed. Log records go to the
-    returned stderr, as they would to the process's.
+    case that gets as far as connecting fails here (run it with ``prolab`` or
+    ``prolab_connected_in_process``); an error the command does not handle propagates, as its
+    traceback would have been printed. Log records go to the returned stderr, as they would to
+    the process's.
     """
-    from flows.cli import main
-
     def connecting(_args: object) -> None:
         raise AssertionError(f"prolab {' '.join(args)} got as far as a flow run: run it with prolab()")
+
+    with mock.patch("flows.cli._connect", connecting):
+        return _main_here(env, args)
+
+
+def prolab_connected_in_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """What ``prolab(env, *args)`` returns, from the command's ``main`` run in this process against
+    the Prefect server ``env`` pins: its flow runs in this process, as the ``prolab`` process runs
+    it in its own, without the process's ~8 s of imports.
+
+    Prefect reads its settings once per process, so they are pinned here for the call; the flow
+    run's logs stay local (shipped in the background, they could outlive the session's server).
+    Prefect's console lines land in the returned stderr with the tracebacks of failed tasks, which
+    a ``prolab`` process filters out: a case about what stderr lacks runs as a process.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_LOGGING_TO_API_ENABLED: False}):
+        return _main_here(env, args)
+
+
+def _main_here(env: dict[str, str], args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """``flows.cli.main(args)`` with ``env`` as the environment, from the project root, its output
+    and log records captured."""
+    from flows.cli import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     handler = logging.StreamHandler(stderr)
     logging.getLogger().addHandler(handler)
     try:
         with (mock.patch.dict(os.environ, env, clear=True), contextlib.chdir(PROJECT_ROOT),
-              mock.patch("flows.cli._connect", connecting),
               contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr)):
             try:
                 code = main(list(args))

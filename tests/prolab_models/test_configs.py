@@ -115,7 +115,7 @@ def test_prolab_config_differs_from_its_one_hot_twin_in_its_heads_alone(name: st
 def test_cnn_and_segformer_configs_build_at_full_size_and_train(name: str, tmp_path) -> None:
     """The model as the config states it (pretrained weights are loaded later, by init_weights),
     with a label space of the dataset's classes, gives a finite training loss on two 64x64 images
-    (configs not run through the CLI in tests/flows/test_cli_paper_configs.py get this much)."""
+    (tests/flows/test_cli_configs.py runs each through the CLI narrowed; this is its full width)."""
     cfg = load_config(name)  # a copy of its own: building sets backbone.pretrained in the dict it is given
     classes = DATASETS.get(cfg.train_dataloader.dataset.type).METAINFO["classes"]
     space = make_label_space(tmp_path / "ls", list(classes), k=16)

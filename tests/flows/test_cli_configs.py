@@ -1,54 +1,58 @@
-"""Configs run as a user runs them: ``prolab train`` then ``prolab evaluate`` on a tiny dataset in
-that dataset's real mmseg layout. The paper's five, one of each of the paper's other architectures
-(DeepLabV3+, SegFormer), and the CPU CamVid default beside its one-hot twin.
+"""Every config run as a user runs it: ``prolab train`` then ``prolab evaluate`` on a tiny dataset
+in that dataset's real mmseg layout (the generated demo scenes for the demo configs). The paper's
+five, the paper's other architectures (DeepLabV3+, SegFormer-B0/B1), the CPU configs, and each
+one-hot twin.
+
+The command's ``main`` runs in this process against the session's Prefect server
+(``prolab_connected_in_process``): a ``prolab`` process would add ~8 s of imports to each of the
+48 commands. The ``prolab`` process itself trains and evaluates in
+tests/flows/test_cli_train_evaluate.py, and refuses ``--split test`` once here.
 
 Only ``--cfg-options`` make them CPU-sized, derived from the config itself so they follow it: every
 resize scale, crop and the sliding window shrink by one factor (the config's crop -> 64 pixels), so
 inference still slides several windows over each image; each backbone keeps its architecture at a
-few channels and blocks (the ViT-Adapter the paper's adapter settings, arch 'base': deform ratio 0.5,
-4 points, cffn 0.25, at 48 wide and 2 blocks; ResNets 8 base channels; MiT 8 wide, one block a
-stage), the heads thinned to match, no pretrained weights; 2 iterations of batch 2 (the 1x1 pooling
-branches of UPerNet and ASPP need two images for BatchNorm), validation and a checkpoint at iteration
-2. Nothing else of a config's settings (datasets, pipelines, label conventions, schedule, layer
-decay, slide inference, metric) is changed.
+few channels and blocks (the ViT-Adapter the config's adapter settings at 48 wide and 2 blocks;
+ResNets 8 base channels; MiT 8 wide, one block a stage), the heads thinned to match, no pretrained
+weights; 2 iterations of batch 2 (the 1x1 pooling branches of UPerNet and ASPP need two images for
+BatchNorm), validation and a checkpoint at iteration 2. Nothing else of a config's settings
+(datasets, pipelines, label conventions, schedule, layer decay, slide inference, metric) is changed.
+SegFormer-B1 narrowed is B0 narrowed: its run proves its own file, datasets and pipelines.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from mmengine.config import Config
 from mmseg.registry import DATASETS
 
-from prolab_models.configs import resolve_config
+from prolab_models.configs import CONFIGS, one_hot_twin, resolve_config
 from prolab_models.datasets import DatasetLayoutError
 from prolab_models.datasets.check import main as check_dataset
 from prolab_models.errors import ProLabInputError
 from tasks.datasets import dataset_classes
 from tasks.model.runs import select_test_split
-from tests.helpers.cli import last_line, prolab
+from tests.helpers.cli import last_line, prolab, prolab_connected_in_process
 from tests.helpers.label_space_factory import make_label_space
 from tests.helpers.paper_datasets import LAYOUTS, fabricate
 
 pytestmark = pytest.mark.slow
 
-# config name -> its dataset: the fabricated layout, and the name in ``python -m prolab_models.datasets.check``
-PAPER_CONFIGS = {"ade20k": ("ade20k", "ade20k"), "coco-stuff": ("coco-stuff", "coco_stuff164k"),
-                 "pascal-context-59": ("pascal-context-59", "pascal_context59"),
-                 "cityscapes": ("cityscapes", "cityscapes"), "bdd100k": ("bdd100k", "bdd100k")}
-ADE20K, CAMVID = ("ade20k", "ade20k"), ("camvid", "camvid")
-# One CLI run per new model family (each process start costs tens of seconds on 2 cores): the
-# DeepLabV3+ R50-D8 and SegFormer-B0 on ADE20K, and the CPU default `camvid` (R18-D16 DeepLabV3+)
-# with its one-hot twin, which runs `prolab train`, whose validation at iteration 2 is its
-# evaluation through mmseg's own metric. The same models on other data (`cityscapes_segformer-*`,
-# `demo_deeplabv3plus`), SegFormer-B1 (B0 with a wider MiT: narrowed, it is B0) and the other
-# one-hot twins (mmseg's own configs, compared key by key) are built at full size and run a
-# training loss in tests/prolab_models/test_configs.py.
-OTHER_CONFIGS = {"ade20k_deeplabv3plus": ADE20K, "ade20k_segformer-b0": ADE20K, "camvid": CAMVID, "camvid_ce": CAMVID}
+PAPER_CONFIGS = ("ade20k", "coco-stuff", "pascal-context-59", "cityscapes", "bdd100k")
+# a config's dataset (its short name's first part) -> the fabricated layout, and its name in
+# ``python -m prolab_models.datasets.check``; the demo configs train on the generated demo scenes
+DATASET_LAYOUTS = {"ade20k": ("ade20k", "ade20k"), "coco-stuff": ("coco-stuff", "coco_stuff164k"),
+                   "pascal-context-59": ("pascal-context-59", "pascal_context59"),
+                   "cityscapes": ("cityscapes", "cityscapes"), "bdd100k": ("bdd100k", "bdd100k"),
+                   "camvid": ("camvid", "camvid")}
+ONE_HOT_TWINS = {twin for name in CONFIGS if (twin := one_hot_twin(name))}
+Datasets = Callable[[str], tuple[Path, Path]]  # a dataset's name -> its root and a label space of its classes
 CROP = 64
 WIDTH = 48
+K = 12
 REFUSED_THROUGH_THE_CLI = "ade20k"  # `prolab evaluate --split test` refused as a process, once
 
 
@@ -60,11 +64,14 @@ def narrow_backbone(cfg: Config) -> dict[str, object]:
     """Options that keep the backbone's architecture at a few channels and blocks, its heads to match."""
     backbone = cfg.model.backbone
     if backbone.type == "ViTAdapter":
-        return {"model.backbone.pretrained": None,  # DeiT-B weights: a download, and the wrong width here
-                "model.backbone.embed_dim": WIDTH, "model.backbone.depth": 2, "model.backbone.num_heads": 3,
-                "model.backbone.interaction_indexes": [[0, 0], [1, 1]], "optim_wrapper.paramwise_cfg.num_layers": 2,
-                "model.decode_head.in_channels": [WIDTH] * 4, "model.decode_head.channels": 16,
-                "model.auxiliary_head.in_channels": WIDTH, "model.auxiliary_head.channels": 8}
+        options = {"model.backbone.pretrained": None,  # DeiT-B weights: a download, and the wrong width here
+                   "model.backbone.embed_dim": WIDTH, "model.backbone.depth": 2, "model.backbone.num_heads": 3,
+                   "model.backbone.interaction_indexes": [[0, 0], [1, 1]],
+                   "model.decode_head.in_channels": [WIDTH] * 4, "model.decode_head.channels": 16,
+                   "model.auxiliary_head.in_channels": WIDTH, "model.auxiliary_head.channels": 8}
+        if cfg.optim_wrapper.get("paramwise_cfg", {}).get("num_layers"):  # layer decay over the blocks
+            options["optim_wrapper.paramwise_cfg.num_layers"] = 2
+        return options
     if backbone.type == "ResNetV1c":  # DeepLabV3+: ASPP on the last stage, the decoder on the first
         stages = [8 * (4 if backbone.depth >= 50 else 1) * 2**i for i in range(4)]
         return {"model.pretrained": None, "model.backbone.stem_channels": 8, "model.backbone.base_channels": 8,
@@ -107,41 +114,63 @@ def cpu_options(cfg: Config) -> list[str]:
     return ["--cfg-options", *(f"{key}={value}".replace(" ", "") for key, value in options.items())]
 
 
-CONFIGS = {**PAPER_CONFIGS, **OTHER_CONFIGS}
-ONE_HOT_TWINS = [name for name in OTHER_CONFIGS if name.endswith("_ce")]
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Datasets:
+    """Each dataset's root, fabricated (and checked as a user checks theirs) on first use, with a
+    label space of its classes: shared by a config and its one-hot twin."""
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def dataset(name: str) -> tuple[Path, Path]:
+        if name not in made:
+            base = tmp_path_factory.mktemp(name)
+            if name == "demo":
+                root = demo_root
+            else:
+                layout, check_name = DATASET_LAYOUTS[name]
+                root = fabricate(layout, base / layout)
+                splits = (f"--split={split}" for split in LAYOUTS[layout].splits)
+                assert check_dataset([check_name, str(root), *splits]) == 0
+            made[name] = root, make_label_space(base / "label-space", dataset_classes(name), k=K)
+        return made[name]
+
+    return dataset
 
 
-def train_through_the_cli(env: dict[str, str], tmp_path: Path, name: str) -> tuple[Path, list[str], list[str]]:
-    """``prolab train`` of config ``name`` on its fabricated dataset -> the run, the arguments
-    that name the config, data and label space, and the dataset's classes."""
-    layout, check_name = CONFIGS[name]
+def train_through_the_cli(env: dict[str, str], datasets: Datasets, name: str) -> tuple[Path, list[str]]:
+    """``prolab train`` of config ``name`` on its dataset -> the run, and the arguments that name the
+    config, data and label space."""
     cfg = Config.fromfile(resolve_config(name))
-    classes = list(DATASETS.get(cfg.val_dataloader.dataset.type).METAINFO["classes"])
     dataset = name.split("_")[0]
-    assert len(dataset_classes(dataset)) == len(classes)  # what `prolab label-space --dataset` names
-    data_root = fabricate(layout, tmp_path / layout)
-    assert check_dataset([check_name, str(data_root), *(f"--split={split}" for split in LAYOUTS[layout].splits)]) == 0
-    label_space = make_label_space(tmp_path / "label-space", dataset_classes(dataset), k=12)
+    data_root, label_space = datasets(dataset)
     common = ["--config", name, "--data-root", str(data_root), "--label-space", str(label_space), *cpu_options(cfg)]
-
-    run = last_line(prolab(env, "train", *common))
+    run = last_line(prolab_connected_in_process(env, "train", *common))
     assert run.parent.name == "train" and (run / "iter_2.pth").is_file()
     validation = json.loads(next(run.glob("*/vis_data/scalars.json")).read_text().splitlines()[-1])
     assert validation["step"] == 2 and 0 <= validation["mIoU"] <= 100
-    return run, common, classes
+    return run, common
 
 
-@pytest.mark.parametrize("name", [name for name in CONFIGS if name not in ONE_HOT_TWINS])
-def test_config_trains_and_evaluates_through_the_cli(env: dict[str, str], tmp_path: Path, name: str) -> None:
-    run, common, classes = train_through_the_cli(env, tmp_path, name)
-    out = last_line(prolab(env, "evaluate", *common, "--split", "val", "--checkpoint", str(run)))
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_config_trains_and_evaluates_through_the_cli(env: dict[str, str], datasets: Datasets, name: str) -> None:
+    cfg = Config.fromfile(resolve_config(name))
+    val = cfg.val_dataloader.dataset
+    classes = list(DATASETS.get(val.type).METAINFO["classes"])
+    # `prolab label-space --dataset` names a class per label, in label order (stripped, unshortened)
+    assert len(dataset_classes(name.split("_")[0])) == len(classes)
+    run, common = train_through_the_cli(env, datasets, name)
+
+    out = last_line(prolab_connected_in_process(env, "evaluate", *common, "--split", "val", "--checkpoint", str(run)))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["num_images"] == 1 and metrics["split"] == "val"
+    val.data_root = common[common.index("--data-root") + 1]
+    assert metrics["split"] == "val" and metrics["num_images"] == len(DATASETS.build(val))
     assert 0 <= metrics["mIoU"] <= 100 and 0 <= metrics["aAcc"] <= 100
     assert list(metrics["per_class_iou"]) == classes
-    # the fabricated val labels hold classes, so some have an IoU; absent classes have none
+    # the val labels hold classes, so some have an IoU; absent classes have none
     assert any(iou is not None for iou in metrics["per_class_iou"].values())
-    assert len(metrics["properties"]) == 12  # a property model: precision and recall per property
+    if name in ONE_HOT_TWINS:
+        assert not metrics.get("properties"), "a one-hot model has no properties to score"
+    else:
+        assert len(metrics["properties"]) == K  # a property model: precision and recall per property
     if name == REFUSED_THROUGH_THE_CLI:
         refused = prolab(env, "evaluate", *common, "--split", "test", "--checkpoint", str(run))
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
@@ -158,11 +187,6 @@ def test_a_config_without_public_test_labels_refuses_the_test_split(name: str) -
         select_test_split(cfg, name, "test")
     select_test_split(cfg, name, "val")  # --split val is taken: its validation set is what it evaluates
     assert cfg.test_dataloader.dataset == cfg.val_dataloader.dataset
-
-
-@pytest.mark.parametrize("name", ONE_HOT_TWINS)
-def test_one_hot_twin_trains_and_validates_through_the_cli(env: dict[str, str], tmp_path: Path, name: str) -> None:
-    train_through_the_cli(env, tmp_path, name)
 
 
 def test_bdd100k_evaluates_the_split_it_is_given(tmp_path: Path) -> None:
