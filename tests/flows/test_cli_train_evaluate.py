@@ -16,8 +16,9 @@ from PIL import Image
 from data.demo import DEMO_CLASSES
 from tasks.processes import free_port
 from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES
-from tests.helpers.cli import last_line, prolab, shared_path
+from tests.helpers.cli import last_line, prolab
 from tests.helpers.fake_llm import FakeLLM
+from tests.helpers.label_space_factory import make_label_space
 from tests.helpers.prefect_runs import stage_states
 
 TINY = ["--cfg-options", "train_cfg.max_iters=2", "train_dataloader.batch_size=2"]
@@ -120,17 +121,8 @@ def test_bad_train_input_is_named(env: dict[str, str], label_space: Path, args: 
     assert "Traceback" not in result.stderr
 
 
-def test_label_space_of_another_dataset_is_refused(env: dict[str, str], tmp_path: Path) -> None:
-    cityscapes = last_line(prolab(env, "label-space", "--descriptors",
-                                  str(shared_path("data/prolab_descriptors/cityscapes_bdd_gpt3.5.json")), "--k", "8"))
-    result = prolab(env, "train", "--config", "demo", "--label-space", str(cityscapes), *TINY)
-    assert result.returncode != 0
-    assert "label space has 19 classes but the dataset ProLabDemoDataset has 7" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_checkpoint_from_another_label_space_is_refused(env: dict[str, str], run: Path, tmp_path: Path) -> None:
-    other = demo_label_space(env, tmp_path, k=5)
+    other = make_label_space(tmp_path / "other", DEMO_CLASSES, k=5)
     result = prolab(env, "evaluate", "--config", "demo", "--label-space", str(other), "--checkpoint", str(run), *TINY)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "label space" in result.stderr and str(run) in result.stderr, result.stderr[-2000:]
