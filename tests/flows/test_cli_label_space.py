@@ -4,8 +4,8 @@ Input only the flow run can judge (k against the number of descriptions, an embe
 not load) is refused by a ``prolab`` process, whose stderr must hold no traceback from Prefect's
 task and flow logs. Of the input refused before any flow run, one bad descriptor file and one bad
 option are refused by a process, the others by the command's ``main`` in this process
-(``prolab_in_process``: the same parser, checks and messages, without a process start's ~8 s of
-imports each)."""
+(``prolab_in_process``: the same parser, checks and messages, without a process start, ~2 s
+each)."""
 
 from __future__ import annotations
 
