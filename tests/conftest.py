@@ -13,5 +13,5 @@ pytest_plugins = [
     "tests.helpers.demo_runs",  # demo_root, demo_label_space, trained_run
     "tests.helpers.transfer_runs",  # transfer_store, described_label_space, described_run, held_out_run
     "tests.helpers.prefect_runs",  # demo_run
-    "tests.helpers.extension",  # extension
+    "tests.helpers.extension",  # extension, csrc_copy
 ]

@@ -1,8 +1,13 @@
-"""The build entry point: when it compiles the CUDA kernel, and that a second run is a no-op."""
+"""The build entry point: when it compiles the CUDA kernel, that a second run is a no-op, and that
+two at once compile once."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,3 +57,15 @@ def test_main_says_what_it_built_and_why(extension: ExtensionInfo, capsys: pytes
     assert "up to date" in out
     assert ("CPU + CUDA" if extension.cuda else "CPU only") in out
     assert current_cuda_plan().reason in out
+
+
+def test_two_builds_at_once_compile_once(csrc_copy: Path) -> None:
+    """Two processes building a checkout that has no library (two pytest workers, two users):
+    one compiles, the other waits for it and finds its stamp current."""
+    env = {**os.environ, "PROLAB_BUILD_CUDA": "0"}
+    builds = [subprocess.Popen([sys.executable, "-m", "csrc.build"], cwd=csrc_copy.parent, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [build.communicate(timeout=600)[0] for build in builds]
+    assert [build.returncode for build in builds] == [0, 0], outputs
+    assert sorted("built in" in out for out in outputs) == [False, True], outputs
+    assert any("up to date" in out for out in outputs) and str(csrc_copy) in outputs[0], outputs

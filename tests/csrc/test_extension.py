@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,17 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from csrc.extension import CSRC_DIR, SOURCES, BuildStamp, sources_digest, stale_reason
-
-
-@pytest.fixture
-def csrc_copy(tmp_path: Path) -> Path:
-    """The Python package and the C++ sources, with no library and no stamp."""
-    copy = tmp_path / "csrc"
-    copy.mkdir()
-    for path in [*CSRC_DIR.glob("*.py"), *(CSRC_DIR / name for name in SOURCES)]:
-        shutil.copy(path, copy)
-    return copy
+from csrc.extension import BuildStamp, sources_digest, stale_reason
 
 
 @pytest.fixture

@@ -1,15 +1,17 @@
-"""Fixture: the MSDA extension, built once per session so that the kernels, not the fallback, are tested."""
+"""Fixtures: the MSDA extension, built once per session so that the kernels, not the fallback, are
+tested; a copy of the package to build or load elsewhere."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 import csrc
 from csrc.build import build
-from csrc.extension import ExtensionInfo
+from csrc.extension import CSRC_DIR, SOURCES, ExtensionInfo
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +25,13 @@ def extension() -> ExtensionInfo:
     if not info.loaded:
         pytest.fail(f"the MSDA extension was built but cannot be loaded: {info.detail}")
     return info
+
+
+@pytest.fixture
+def csrc_copy(tmp_path: Path) -> Path:
+    """The Python package and the C++ sources under ``tmp_path/csrc``, with no library and no stamp."""
+    copy = tmp_path / "csrc"
+    copy.mkdir()
+    for path in [*CSRC_DIR.glob("*.py"), *(CSRC_DIR / name for name in SOURCES)]:
+        shutil.copy(path, copy)
+    return copy
