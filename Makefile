@@ -4,8 +4,12 @@
 demo: setup
 	@.venv/bin/prolab demo
 
+# Test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one (its module
+# fixtures are built once); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+
 test: setup-test
-	@.venv/bin/python -m pytest
+	@.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 setup:
 	@scripts/setup.sh
