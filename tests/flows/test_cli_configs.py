@@ -136,12 +136,10 @@ def datasets(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Datas
     return dataset
 
 
-def train_through_the_cli(env: dict[str, str], datasets: Datasets, name: str) -> tuple[Path, list[str]]:
-    """``prolab train`` of config ``name`` on its dataset -> the run, and the arguments that name the
-    config, data and label space."""
-    cfg = Config.fromfile(resolve_config(name))
-    dataset = name.split("_")[0]
-    data_root, label_space = datasets(dataset)
+def train_through_the_cli(env: dict[str, str], cfg: Config, name: str, data_root: Path,
+                          label_space: Path) -> tuple[Path, list[str]]:
+    """``prolab train`` of config ``name`` (parsed: ``cfg``) on ``data_root`` -> the run, and the
+    arguments that name the config, data and label space."""
     common = ["--config", name, "--data-root", str(data_root), "--label-space", str(label_space), *cpu_options(cfg)]
     run = last_line(prolab_connected_in_process(env, "train", *common))
     assert run.parent.name == "train" and (run / "iter_2.pth").is_file()
@@ -155,13 +153,15 @@ def test_config_trains_and_evaluates_through_the_cli(env: dict[str, str], datase
     cfg = Config.fromfile(resolve_config(name))
     val = cfg.val_dataloader.dataset
     classes = list(DATASETS.get(val.type).METAINFO["classes"])
+    dataset = name.split("_")[0]
     # `prolab label-space --dataset` names a class per label, in label order (stripped, unshortened)
-    assert len(dataset_classes(name.split("_")[0])) == len(classes)
-    run, common = train_through_the_cli(env, datasets, name)
+    assert len(dataset_classes(dataset)) == len(classes)
+    data_root, label_space = datasets(dataset)
+    run, common = train_through_the_cli(env, cfg, name, data_root, label_space)
 
     out = last_line(prolab_connected_in_process(env, "evaluate", *common, "--split", "val", "--checkpoint", str(run)))
     metrics = json.loads((out / "metrics.json").read_text())
-    val.data_root = common[common.index("--data-root") + 1]
+    val.data_root = str(data_root)
     assert metrics["split"] == "val" and metrics["num_images"] == len(DATASETS.build(val))
     assert 0 <= metrics["mIoU"] <= 100 and 0 <= metrics["aAcc"] <= 100
     assert list(metrics["per_class_iou"]) == classes

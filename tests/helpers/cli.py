@@ -32,7 +32,7 @@ def prolab_in_process(env: dict[str, str], *args: str) -> subprocess.CompletedPr
     """What ``prolab(env, *args)`` returns, from the command's ``main`` run in this process.
 
     Only for input the command refuses before it connects to Prefect: the same parser, checks,
-    messages and exit codes, without the ~8 s of imports a process start costs on 2 cores. A
+    messages and exit codes, without a process start (~2 s for a command refused this early). A
     case that gets as far as connecting fails here (run it with ``prolab`` or
     ``prolab_connected_in_process``); an error the command does not handle propagates, as its
     traceback would have been printed. Log records go to the returned stderr, as they would to
