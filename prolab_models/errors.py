@@ -32,3 +32,7 @@ class LabelSpaceMismatchError(ProLabInputError):
 
 class DatasetLayoutError(ProLabInputError):
     """A dataset on disk does not match the layout or label range its class expects."""
+
+
+class PretrainedWeightsError(ProLabInputError):
+    """Pretrained weights cannot be found or do not fit the model that names them."""

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 
-import timm
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
@@ -28,6 +26,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from prolab_models.backbones.ms_deform_attn import MSDeformAttn
+from prolab_models.backbones.pretrained import load_pretrained
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 QUARTERS = [[0, 2], [3, 5], [6, 8], [9, 11]]
@@ -275,7 +274,7 @@ class ViTAdapter(BaseModule):
         """Load the pretrained ViT if one is named (mmengine calls this before training only)."""
         if self.pretrained is None:
             return
-        state = _load_vit_state(self.pretrained)
+        state = load_pretrained(self.pretrained)
         own = self.state_dict()
         wanted = [k for k in own if k.startswith(("patch_embed.", "blocks.")) or k == "pos_embed"]
         absent = [k for k in wanted if k not in state]
@@ -328,20 +327,6 @@ class ViTAdapter(BaseModule):
                     v = F.interpolate(v, scale_factor=scale, mode="bilinear", align_corners=False)
                 outs[i] = outs[i] + v
         return [norm(o) for norm, o in zip(self.norms, outs)]
-
-
-def _load_vit_state(pretrained: str) -> dict[str, torch.Tensor]:
-    """A ViT state dict from a checkpoint file (tensors only) or, by name, from timm."""
-    path = Path(pretrained).expanduser()
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict", "module"):
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
-        return state
-    if timm.is_model(pretrained):
-        return timm.create_model(pretrained, pretrained=True, num_classes=0).state_dict()
-    raise ValueError(f"ViTAdapter: pretrained={pretrained!r} is neither a file nor a timm model name")
 
 
 def _register(arch: str):

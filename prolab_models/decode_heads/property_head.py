@@ -35,6 +35,7 @@ from mmseg.utils import SampleList
 from torch import nn
 
 from csrc import property_cosine
+from prolab_models.decode_heads.lraspp import GlobalPoolLRASPPHead
 from prolab_models.errors import LabelSpaceMismatchError
 from prolab_models.label_space import LabelSpace, load_label_space
 
@@ -220,3 +221,8 @@ class PropertySegformerHead(PropertyOutputs, SegformerHead):
 @MODELS.register_module()
 class PropertyLRASPPHead(PropertyOutputs, LRASPPHead):
     """MobileNetV3's Lite R-ASPP head with ProLab's property output."""
+
+
+@MODELS.register_module()
+class PropertyGlobalPoolLRASPPHead(PropertyOutputs, GlobalPoolLRASPPHead):
+    """Lite R-ASPP with global image pooling (``GlobalPoolLRASPPHead``) and ProLab's property output."""

@@ -61,5 +61,5 @@ def test_pretrained_vit_weights_load_from_a_file(tmp_path: Path) -> None:
 
 
 def test_pretrained_that_is_neither_file_nor_timm_name_fails() -> None:
-    with pytest.raises(ValueError, match="neither a file nor a timm model name"):
+    with pytest.raises(ValueError, match="a file, nor a timm model name"):
         ViTAdapter(**TINY, pretrained="no_such_model").init_weights()
