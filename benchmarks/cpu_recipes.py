@@ -42,7 +42,8 @@ BATCH = int(os.environ.get("PROLAB_BENCH_BATCH", "0"))
 # dataset -> (data root, None for the generated demo; short names of its CPU configs, each
 # ProLab config beside its one-hot twin)
 CONFIGS: dict[str, tuple[Path | None, list[str]]] = {
-    "camvid": (CAMVID, ["camvid", "camvid_ce", "camvid_deeplabv3plus-d8", "camvid_deeplabv3plus-d8_ce",
+    "camvid": (CAMVID, ["camvid", "camvid_ce", "camvid_deeplabv3plus-d16", "camvid_deeplabv3plus-d16_ce",
+                        "camvid_deeplabv3plus-d8", "camvid_deeplabv3plus-d8_ce",
                         "camvid_vit-adapter", "camvid_vit-adapter_ce"]),
     "demo": (None, ["demo_deeplabv3plus", "demo_deeplabv3plus_ce", "demo", "demo_ce"]),
 }

@@ -75,6 +75,18 @@ def shuffled(dataset: str, seed: int = 0) -> dict[str, list[str]]:
     return out
 
 
+def swapped(dataset: str, seed: int = 0) -> dict[str, list[str]]:
+    """WaffleCLIP's swapped control: each class takes all the GPT-3.5 lines of another class (a
+    random derangement), so the lines keep their statistics and lose their correspondence."""
+    descriptions = mapped_gpt35(dataset)
+    names = list(descriptions)
+    rng = random.Random(seed)
+    while True:
+        order = rng.sample(names, len(names))
+        if all(a != b for a, b in zip(names, order)):
+            return {name: descriptions[source] for name, source in zip(names, order)}
+
+
 def random_label_space(directory: Path, classes: list[str], k: int, seed: int = 0) -> Path:
     """Random 384-d unit vectors, three a class, clustered into K as the cluster stage does."""
     import pandas as pd
@@ -122,6 +134,7 @@ def label_space_params(dataset: str, k: int, row: str, scratch: Path):
         "GPT-3.5": lambda: imported(mapped_gpt35(dataset)),
         "random words": lambda: imported(random_words(dataset)),
         "shuffled": lambda: imported(shuffled(dataset)),
+        "swapped": lambda: imported(swapped(dataset)),
         "one-hot CE": lambda: imported(mapped_gpt35(dataset)),  # the CE model ignores its label space
     }
     return rows[row]()
@@ -135,8 +148,9 @@ LOSS_VARIANTS = {
     " (cosine loss only)": dict(type="PropertyCosineLoss", loss_weight=1.0),
 }
 ROWS = ("one-hot CE", "random", "gemma few-shot", "gemma few-shot + verify", "gemma few-shot + verify + repair",
-        "gemma aspects (default)", "GPT-3.5", "random words", "shuffled", "gemma aspects (default) (cosine loss only)",
-        "GPT-3.5 (cosine loss only)")
+        "gemma aspects (default)", "GPT-3.5", "random words", "shuffled", "swapped",
+        "gemma aspects (default) (cosine loss only)", "GPT-3.5 (cosine loss only)")
+K_SUFFIX = re.compile(r" @ K=(\d+)$")  # "GPT-3.5 @ K=15": the row's label space clustered into another K
 
 
 def run_row(dataset: str, row: str, seed: int, store, scratch: Path) -> dict:
@@ -146,6 +160,10 @@ def run_row(dataset: str, row: str, seed: int, store, scratch: Path) -> dict:
     from tasks.registry import LABEL_SPACE, LABEL_SPACE_STAGES, run_stages
 
     settings = SETTINGS[dataset]
+    name = row
+    k = settings["k"]
+    if match := K_SUFFIX.search(row):
+        row, k = row[:match.start()], int(match.group(1))
     config = one_hot_twin(settings["config"]) if row == "one-hot CE" else settings["config"]
     options: dict = {"randomness.seed": seed}
     variant = next((suffix for suffix in LOSS_VARIANTS if row.endswith(suffix)), "")
@@ -155,18 +173,17 @@ def run_row(dataset: str, row: str, seed: int, store, scratch: Path) -> dict:
     train = TrainParams(config=config, data_root=settings["data_root"], cfg_options=options)
     started = time.perf_counter()
     if row == "random":
-        given = {LABEL_SPACE: random_label_space(scratch / f"{dataset}-random", dataset_classes(dataset),
-                                                 settings["k"])}
+        given = {LABEL_SPACE: random_label_space(scratch / f"{dataset}-random-{k}", dataset_classes(dataset), k)}
         params = EndToEndParams(train=train)
     else:
-        params = EndToEndParams(label_space=label_space_params(dataset, settings["k"], row, scratch), train=train)
+        params = EndToEndParams(label_space=label_space_params(dataset, k, row, scratch), train=train)
         given = {LABEL_SPACE: run_stages(params, store, LABEL_SPACE_STAGES)[LABEL_SPACE]}
     paths = run_stages(params, store, ["train", "evaluate"], given=given)
     metrics = json.loads((paths["evaluate"] / "metrics.json").read_text())
     quality = json.loads((given[LABEL_SPACE] / "quality.json").read_text())
     worst = min(metrics["per_class_iou"].items(), key=lambda item: -1 if item[1] is None else item[1])
     closest = quality.get("closest_pair") or {}
-    return {"row": row + variant, "mIoU": metrics["mIoU"], "worst": worst, "per_class": metrics["per_class_iou"],
+    return {"row": name, "seed": seed, "mIoU": metrics["mIoU"], "worst": worst, "per_class": metrics["per_class_iou"],
             "collisions": len(quality["collisions"]), "near": len(quality.get("near_collisions", [])),
             "closest": f"{'/'.join(closest.get('classes', []))} {closest.get('cosine', 0):.2f}/{closest.get('hamming')}",
             "subsets": len(quality.get("subsets", [])), "minutes": (time.perf_counter() - started) / 60,
@@ -178,27 +195,42 @@ def main() -> None:
 
     datasets = os.environ.get("PROLAB_BENCH_DATASETS", "demo,camvid").split(",")
     rows = os.environ.get("PROLAB_BENCH_ROWS", ",".join(ROWS)).split(",")
-    seed = int(os.environ.get("PROLAB_BENCH_SEED", "0"))
+    seeds = [int(seed) for seed in os.environ.get("PROLAB_BENCH_SEEDS", os.environ.get("PROLAB_BENCH_SEED", "0")).split()]
     store = ArtifactStore()
     scratch = Path(tempfile.mkdtemp(prefix="prolab-label-space-training-"))
-    results: dict[str, dict[str, dict]] = {}
+    results: dict[str, dict[str, list[dict]]] = {}
     for dataset in datasets:
-        print(f"## {dataset} ({SETTINGS[dataset]['config']}, K={SETTINGS[dataset]['k']}, training seed {seed}, "
-              f"val split)")
-        print("| row | mIoU | worst class IoU | collisions | near-collisions | closest pair (cos/ham) | subsets |")
-        print("|---|---|---|---|---|---|---|")
+        print(f"## {dataset} ({SETTINGS[dataset]['config']}, K={SETTINGS[dataset]['k']}, training seeds "
+              f"{' '.join(map(str, seeds))}, val split)")
+        print("| row | mIoU, mean ± std | each seed | worst class IoU | collisions | near-collisions | "
+              "closest pair (cos/ham) | subsets |")
+        print("|---|---|---|---|---|---|---|---|")
         for row in rows:
-            result = run_row(dataset, row, seed, store, scratch)
-            results.setdefault(dataset, {})[row] = result
-            name, iou = result["worst"]
-            print(f"| {row} | {result['mIoU']:.2f} | {name} {iou} | {result['collisions']} | {result['near']} | "
-                  f"{result['closest']} | {result['subsets']} |", flush=True)
-        for row, result in results[dataset].items():
-            print(f"{dataset} {row}: {json.dumps(result['per_class'])} ({result['minutes']:.1f} min; "
-                  f"{result['evaluation']})")
-    demo = results.get("demo", {})
-    if "gemma aspects (default)" in demo and "one-hot CE" in demo:
-        print(f"demo_prolab_minus_ce={demo['gemma aspects (default)']['mIoU'] - demo['one-hot CE']['mIoU']:.2f}")
+            runs = [run_row(dataset, row, seed, store, scratch) for seed in seeds]
+            results.setdefault(dataset, {})[row] = runs
+            mean, std = mean_std([r["mIoU"] for r in runs])
+            worst = " / ".join(f"{r['worst'][0]} {r['worst'][1]}" for r in runs)
+            first = runs[0]
+            each = " / ".join(f"{r['mIoU']:.2f}" for r in runs)
+            print(f"| {row} | {mean:.2f} ± {std:.2f} | {each} | "
+                  f"{worst} | {first['collisions']} | {first['near']} | {first['closest']} | {first['subsets']} |",
+                  flush=True)
+        for row, runs in results[dataset].items():
+            for r in runs:
+                print(f"{dataset} {row} seed {r['seed']}: {json.dumps(r['per_class'])} ({r['minutes']:.1f} min; "
+                      f"{r['evaluation']})")
+    for dataset, rows_run in results.items():
+        for name, row, against in (("prolab_minus_ce", "GPT-3.5" if dataset == "camvid" else "gemma aspects (default)",
+                                    "one-hot CE"),
+                                   ("words_minus_random_words", "GPT-3.5", "random words")):
+            if row in rows_run and against in rows_run:
+                mean, std = mean_std([a["mIoU"] - b["mIoU"] for a, b in zip(rows_run[row], rows_run[against])])
+                print(f"{dataset}_{name}={mean:.2f} (std {std:.2f} over the seeds' paired differences)")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """The mean and the sample standard deviation (0 for one value)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ PROPERTY_SETTINGS = ("type", "label_space", "temperature", "loss_decode", "num_c
 
 
 # the CPU defaults that add the class-discriminative term (issue 13, point 6) to the cosine loss
-CLASS_TERM = {"demo", "camvid", "demo_deeplabv3plus"}
+CLASS_TERM = {"demo", "camvid", "camvid_deeplabv3plus-d16", "demo_deeplabv3plus"}
 
 
 def losses(head: dict) -> list[dict]:

@@ -57,8 +57,9 @@ def test_the_cnn_runs_in_channels_last_and_gives_the_same_loss() -> None:
     assert abs(ours - theirs) <= 1e-3 * theirs, (ours.item(), theirs.item())
 
 
-def test_every_resnet_cpu_config_uses_it() -> None:
+def test_every_cnn_cpu_config_uses_it() -> None:
     for name in CONFIGS:
         cfg = load_config(name)
-        if cfg.model.backbone.type.startswith("ResNet") and cfg.env_cfg.dist_cfg.backend == "gloo":
+        cnn = cfg.model.backbone.type.startswith("ResNet") or cfg.model.backbone.type == "TimmFeatures"
+        if cnn and cfg.env_cfg.dist_cfg.backend == "gloo":
             assert cfg.model.data_preprocessor.type == "ChannelsLastSegDataPreProcessor", name
