@@ -1,8 +1,8 @@
 # ProLab on CamVid on a CPU: Lite R-ASPP on an ImageNet EfficientNet-Lite0 (packaged weights, offline),
-# batch 8 of 256x256 crops, 400 iterations (configs/README.md).
+# batch 8 of 256x256 crops and flips, 400 iterations (configs/README.md).
 _base_ = [
     './_base_/models/lraspp_efficientnet-lite0_prolab_cpu.py',
-    './_base_/datasets/camvid.py',
+    './_base_/datasets/camvid_crop-flip.py',
     './_base_/default_runtime_cpu.py',
     './_base_/schedules/schedule_cpu_pretrained.py',
 ]
@@ -13,4 +13,3 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     decode_head=dict(loss_decode=[dict(type='PropertyCosineLoss', loss_weight=1.0),
                                   dict(type='PropertyClassLoss', loss_weight=1.0)]))
-train_dataloader = dict(batch_size=8)
