@@ -1,7 +1,7 @@
 """cpu_recipes: the CPU configs at their budget, each beside its one-hot twin, on camvid_mini and the demo.
 
-Every config trains from scratch with its own schedule (CamVid 400 iterations, demo 300) and is
-scored on the val split: mIoU, the worst class's IoU, seconds per iteration (the median of
+Every config trains with its own schedule (CamVid 400 iterations, demo 300; ``camvid`` from its
+packaged ImageNet EfficientNet-Lite0, the others from scratch) and is scored on the val split: mIoU, the worst class's IoU, seconds per iteration (the median of
 mmengine's logged iteration times) and the training's wall time, per training seed
 (``randomness.seed``). The stages run in this process through the store (``$PROLAB_ARTIFACTS``,
 default ``artifacts/``; ``tasks.registry.run_stages``), so a stopped sweep started again reuses
