@@ -89,6 +89,9 @@ def cmd_label_space(args: argparse.Namespace) -> None:
     found = reuse(EndToEndParams(label_space=params), _store(args), LABEL_SPACE_STAGES)  # bad input is refused here
     if found is not None:
         return _reused(args, found[LABEL_SPACE], "label_space_flow", {"params": params.model_dump(mode="json")})
+    from tasks.preflight import preflight
+
+    preflight(EndToEndParams(label_space=params), LABEL_SPACE_STAGES, store=_store(args))  # refused here, before a flow run
     _connect(args)
     from flows.pipeline import label_space_flow
 
@@ -110,15 +113,6 @@ def cmd_status(args: argparse.Namespace) -> None:
         print("some stages would run", file=sys.stderr)
 
 
-def _label_space_dir(args: argparse.Namespace) -> Path:
-    """``--label-space``, checked to be one (its files read) before anything runs."""
-    from prolab_models.label_space import load_label_space
-
-    path = _existing(args.label_space, "--label-space")
-    load_label_space(path)
-    return path
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     from tasks.params import EndToEndParams, TrainParams
     from tasks.registry import LABEL_SPACE, reuse
@@ -129,7 +123,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if found is not None:
         return _reused(args, found["train"], "train_on_label_space_flow",
                        {"label_space": str(label_space), "params": params.model_dump(mode="json")})
-    _label_space_dir(args)  # read, and refused if it is not one, before a flow run
+    from tasks.preflight import preflight
+
+    preflight(EndToEndParams(train=params), ["train"], {LABEL_SPACE: label_space})  # refused here, before a flow run
     _connect(args)
     from flows.pipeline import train_on_label_space_flow
 
@@ -151,7 +147,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return _reused(args, found["evaluate"], "evaluate_checkpoint_flow",
                        {"label_space": str(label_space), "checkpoint": str(checkpoint),
                         "train": train.model_dump(mode="json"), "params": params.model_dump(mode="json")})
-    _label_space_dir(args)  # read, and refused if it is not one, before a flow run
+    from tasks.preflight import preflight
+
+    preflight(EndToEndParams(train=train, evaluate=params), ["evaluate"], given)  # refused here, before a flow run
     _connect(args)
     from flows.pipeline import evaluate_checkpoint_flow
 
@@ -260,10 +258,11 @@ def cmd_llm_serve(args: argparse.Namespace) -> None:
 
 def cmd_server(args: argparse.Namespace) -> None:
     from flows import server
+    from flows.profile import user_profiles_file
 
     local = server.local_server()
     if args.action == "start":
-        server.start(local)
+        server.start(local, profiles=user_profiles_file(os.environ))
         print(local.ui_url)
     elif args.action == "stop":
         from flows import worker
@@ -301,6 +300,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.baseline and twin is None:
         raise UserError(f"--baseline: config {pipeline.train.config!r} has no one-hot twin (a short name "
                         f"NAME with a NAME_ce beside it)")
+    from tasks.preflight import preflight
+    from tasks.registry import end_to_end
+
+    preflight(pipeline, end_to_end(pipeline))  # what the run would refuse in its first seconds, refused here
     _connect(args)
     from flows import deploy
 
@@ -431,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, default=None,
                          help="also copy the outputs to this directory (default: print the artifact directory)")
     add_model_options(predict.add_argument_group("predict"), stage("predict").params, exclude=("images",))
-    add_model_options(predict.add_argument_group("model (default: the run's own)"), stage("train").params,
-                      exclude=("data_root", "held_out"))
+    add_model_options(predict.add_argument_group("model", "a --config given takes none of the run's --cfg-options"),
+                      stage("train").params, exclude=("data_root", "held_out"), default="the run's own")
     add_model_options(predict.add_argument_group("describing new class names (--classes with a list)"),
                       stage("describe").params, exclude=("dataset", "descriptors"))
     add_model_options(predict.add_argument_group("verifying new classes' descriptions"), stage("verify").params)

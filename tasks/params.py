@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tasks.class_names import check_distinct
+
 LOCAL_LLM = "local"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Cosine below which a description is unexpressed by the trained properties: under the least
@@ -31,7 +33,9 @@ class DescribeParams(StrictModel):
                                                   "(default: demo, unless a descriptors file is given)")
     descriptors: Path | None = Field(None, description="import this {class: [description, ...]} JSON file")
     llm: str = Field(LOCAL_LLM, description="'local' (the embedded model), 'openai', or an OpenAI-compatible base URL")
-    model: str | None = Field(None, description="model name at the endpoint (default: the backend's own)")
+    model: str | None = Field(None, description="model name at the endpoint (default: the embedded model for 'local', "
+                                                "gpt-3.5-turbo for 'openai', and for a URL the one model its /models "
+                                                "lists)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     concurrency: int = Field(4, ge=1, le=64, description="LLM calls in flight at once")
     max_retries: int = Field(6, ge=0, le=20, description="times one LLM call is retried after a connection error, "
@@ -162,12 +166,20 @@ class TrainParams(StrictModel):
     config: str = Field("demo", min_length=1, description="a config name (demo, camvid, ade20k, ...) or a path")
     data_root: Path | None = Field(None, description="dataset root (default: the config's; the demo is generated)")
     cfg_options: dict[str, Any] = Field(default_factory=dict,
-                                        description="mmengine config overrides, e.g. {'train_cfg.max_iters': 400}")
+                                        description="mmengine config overrides, as mmseg's --cfg-options: "
+                                                    "train_cfg.max_iters=400 on the command line, "
+                                                    "{\"train_cfg.max_iters\": 400} in JSON")
     held_out: list[str] = Field(
         default_factory=list,
         description="classes held out of training (their pixels ignored, their descriptions left out of the label "
                     "space) and scored in evaluation from their descriptions alone: CLASS[,CLASS...]",
         json_schema_extra={"cli_split": ","})
+
+    @field_validator("held_out")
+    @classmethod
+    def _held_out_distinct(cls, value: list[str]) -> list[str]:
+        check_distinct(value)  # "Car" beside "car": a reader could not tell which one is meant
+        return value
 
 
 class EvaluateParams(StrictModel):

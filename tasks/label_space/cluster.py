@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import KMeans
 
 from prolab_models.label_space import CLASS_PROPERTIES, DESCRIPTIONS, META, PROPERTIES, property_column
 from tasks.errors import ProLabError
@@ -49,11 +48,19 @@ class Clustering:
     quality: dict
 
 
+def check_k(k: int, n_texts: int, source: str | None = None) -> None:
+    """K properties need at least K descriptions (``source``: where they are counted, when that
+    is known before they are embedded: a descriptors file)."""
+    if not 1 <= k <= n_texts:
+        where = f" in {source}" if source else ""
+        raise ClusterError(f"k={k}: must be between 1 and the number of descriptions ({n_texts}{where})")
+
+
 def cluster_embeddings(table: pd.DataFrame, k: int, seed: int) -> Clustering:
     """Cluster the ``vector`` column of an embeddings table into ``k`` properties."""
-    n_texts = len(table)
-    if not 1 <= k <= n_texts:
-        raise ClusterError(f"k={k}: must be between 1 and the number of descriptions ({n_texts})")
+    from sklearn.cluster import KMeans  # here: a K refused before a flow run (``check_k``) spares its 3 s import
+
+    check_k(k, len(table))
     vectors = np.stack(table["vector"].to_numpy()).astype(np.float32)
     if not np.isfinite(vectors).all():
         raise ClusterError("embeddings contain NaN or infinite values")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.class_names import check_distinct
 from tasks.errors import ProLabError
 from tasks.files import RepeatedKeyError, loads_json
 
@@ -26,12 +27,14 @@ class DescriptorError(ProLabError, ValueError):
 
 
 def validate_descriptions(data: object, source: str) -> Descriptions:
-    """Check the paper's format and return it with whitespace stripped."""
+    """Check the paper's format (class names a reader can tell apart) and return it with
+    whitespace stripped."""
     if not isinstance(data, dict):
         raise DescriptorError(f"{source}: the top level must be an object {{class: [description, ...]}}, "
                               f"found {type(data).__name__}")
     if not data:
         raise DescriptorError(f"{source}: no classes")
+    check_distinct((name for name in data if isinstance(name, str)), source)  # "Car" beside "car "
     clean: Descriptions = {}
     for name, texts in data.items():
         if not isinstance(name, str) or not name.strip():

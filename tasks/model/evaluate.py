@@ -52,11 +52,11 @@ from tasks.model.checkpoints import last_checkpoint, loading_checkpoint
 from tasks.model.runs import (
     RunRecord,
     build_config,
+    check_held_out_run,
     check_inputs,
     logs_to_stderr,
     model_identity,
     resolve_data_root,
-    run_record,
     select_test_split,
     use_label_space,
 )
@@ -167,17 +167,6 @@ class Transfer:
     scoring_dir: Path
 
 
-def _check_held_out_run(checkpoint: Path, held_out: Sequence[str]) -> RunRecord:
-    """A run trained holding out classes is evaluated holding out the same ones, and only it."""
-    record = run_record(checkpoint)
-    if sorted(record.held_out) != sorted(held_out):
-        trained = ", ".join(record.held_out) or "no class"
-        fix = f"--held-out {','.join(record.held_out)}" if record.held_out else "no --held-out"
-        raise ProLabInputError(f"{checkpoint}: trained holding out {trained}, evaluated with --held-out "
-                               f"{','.join(held_out) or '(none)'}; evaluate it with {fix}")
-    return record
-
-
 def _transfer(space: LabelSpace, checkpoint: Path, record: RunRecord, held_out: Sequence[str], embed: EmbedFn,
               floor: float, out_dir: Path) -> Transfer:
     """The held-out classes added back to the run's own label space from their descriptions in
@@ -254,7 +243,7 @@ def evaluate(
     out_dir = Path(out_dir)
     space = load_label_space(label_space)
     checkpoint_file = last_checkpoint(Path(checkpoint))
-    record = _check_held_out_run(Path(checkpoint), held_out)
+    record = check_held_out_run(Path(checkpoint), held_out)
     model_space, transfer = space, None
     cfg = build_config(config, space.path, out_dir, data_root, cfg_options)
     select_test_split(cfg, config, split)

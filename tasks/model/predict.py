@@ -33,6 +33,7 @@ import torch
 
 from prolab_models.errors import LabelSpaceMismatchError, ProLabInputError
 from prolab_models.label_space import LabelSpace, load_label_space
+from tasks.class_names import check_distinct
 from tasks.files import loads_json, sha256_file, sha256_json
 from tasks.label_space.descriptors import DescriptorError, validate_descriptions
 from tasks.label_space.transfer import (
@@ -105,6 +106,7 @@ def read_class_words(path: Path) -> dict[str, list[str]] | list[str]:
         names = [name.strip() for name in data if isinstance(name, str) and name.strip()]
         if not names or len(names) != len(data):
             raise DescriptorError(f"{path}: a list of classes must hold non-empty class names only")
+        check_distinct(data, str(path))
         if len(set(names)) != len(names):
             raise DescriptorError(f"{path}: a class is named twice")
         return names

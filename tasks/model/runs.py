@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,23 +152,30 @@ def hold_out_classes(cfg: Config, held_out: list[str], source: str | Path) -> No
         dataset["metainfo"] = {**(dataset.get("metainfo") or {}), "classes": [c for c in classes if c not in held_out]}
 
 
+def check_classes(space_classes: Sequence[str], dataset_cfg: dict, where: str | Path) -> None:
+    """Refuse a label space (``where``: its directory, or what its classes come from) whose
+    classes are not the dataset's: another count, or the same names in another label order."""
+    classes = dataset_classes(dataset_cfg)
+    if len(classes) != len(space_classes):
+        raise LabelSpaceMismatchError(
+            f"{where}: label space has {len(space_classes)} classes but the dataset "
+            f"{dataset_cfg['type']} has {len(classes)} ({', '.join(classes)})")
+    if classes != list(space_classes) and sorted(classes) == sorted(space_classes):
+        label = next(i for i, (a, b) in enumerate(zip(classes, space_classes)) if a != b)
+        raise LabelSpaceMismatchError(
+            f"{where}: the same classes as the dataset {dataset_cfg['type']} in another order (label {label} is "
+            f"{classes[label]!r} in the dataset, {space_classes[label]!r} in the label space): every pixel would be "
+            f"trained as another class; build the label space with --dataset for the dataset's order")
+
+
 def check_inputs(cfg: Config, space: LabelSpace, dataloader: str) -> None:
     """Fail before any work when the data root is missing or the label space does not fit."""
     dataset = cfg[dataloader]["dataset"]
     root = dataset.get("data_root")
     if root is not None and not Path(root).is_dir():
         raise DatasetLayoutError(f"{root}: data root not found (the {dataset['type']} of {dataloader})")
+    check_classes(space.classes, dataset, space.path)
     classes = dataset_classes(dataset)
-    if len(classes) != space.num_classes:
-        raise LabelSpaceMismatchError(
-            f"{space.path}: label space has {space.num_classes} classes but the dataset "
-            f"{dataset['type']} has {len(classes)} ({', '.join(classes)})")
-    if classes != space.classes and sorted(classes) == sorted(space.classes):
-        label = next(i for i, (a, b) in enumerate(zip(classes, space.classes)) if a != b)
-        raise LabelSpaceMismatchError(
-            f"{space.path}: the same classes as the dataset {dataset['type']} in another order (label {label} is "
-            f"{classes[label]!r} in the dataset, {space.classes[label]!r} in the label space): every pixel would be "
-            f"trained as another class; build the label space with --dataset for the dataset's order")
     if classes != space.classes:
         log.warning("%s: label space classes %s differ in name from the dataset's %s", space.path, space.classes,
                     classes)
@@ -197,6 +204,17 @@ def run_record(run: Path) -> RunRecord:
     return RunRecord(None if path is None else directory / path if not path.is_absolute() else path,
                      data.get("key"), list(data.get("held_out", [])), data.get("config"),
                      dict(data.get("cfg_options") or {}))
+
+
+def check_held_out_run(run: Path, held_out: Sequence[str]) -> RunRecord:
+    """A run trained holding out classes is evaluated holding out the same ones, and only it."""
+    record = run_record(run)
+    if sorted(record.held_out) != sorted(held_out):
+        trained = ", ".join(record.held_out) or "no class"
+        fix = f"--held-out {','.join(record.held_out)}" if record.held_out else "no --held-out"
+        raise ProLabInputError(f"{run}: trained holding out {trained}, evaluated with --held-out "
+                               f"{','.join(held_out) or '(none)'}; evaluate it with {fix}")
+    return record
 
 
 @contextlib.contextmanager

@@ -7,8 +7,9 @@ then with a normal completion: whatever ``reply`` returns, by default the bullet
 ``properties_of``. It can also add a fixed latency to every request and *die* after a number
 of answers: the connection of the next request is cut without a response and the listening
 socket is closed, so every later request meets a refused connection, as when a server process
-crashes mid-run. Every request is recorded (when, class asked, prompt, Authorization header)
-so tests count calls, time retries and check which key was sent.
+crashes mid-run. Every request is recorded (when, class asked, prompt, Authorization header,
+model) so tests count calls, time retries and check which key and model were sent. ``GET /v1/models``
+lists ``models``, as vLLM and llama.cpp's server list the one model they serve.
 
 It imports nothing from ``tests`` so that benchmarks/describe.py can load it by path (a
 third-party distribution installs a top-level ``tests`` package in the venv).
@@ -66,6 +67,7 @@ class Request:
     category: str
     content: str
     authorization: str
+    model: str
 
 
 class FakeLLM:
@@ -75,15 +77,17 @@ class FakeLLM:
     ``latency_s``: added to every answer. ``die_after``: answer that many requests, then cut
     the next one and stop listening. ``reply``: class name -> text of a normal completion
     (default: the bullet list of ``properties_of``). ``port``: 0 for a free one, or a dead
-    fake's port to revive it.
+    fake's port to revive it. ``models``: what ``GET /v1/models`` lists.
     """
 
     def __init__(self, latency_s: float = 0.0, die_after: int | None = None,
-                 reply: Callable[[str], str] | None = None, port: int = 0) -> None:
+                 reply: Callable[[str], str] | None = None, port: int = 0,
+                 models: tuple[str, ...] = ("fake-model",)) -> None:
         self.script: dict[str, list[Step]] = {}
         self.latency_s = latency_s
         self.die_after = die_after
         self.reply = reply or (lambda name: "\n".join(f"- {p}" for p in properties_of(name)))
+        self.models = models
         self.requests: list[Request] = []
         self.answered: list[str] = []
         self.dead = threading.Event()
@@ -99,9 +103,8 @@ class FakeLLM:
                 repair = _REPAIR.search(content)
                 category = "|".join(repair.groups()) if repair else _TARGET.findall(content)[-1].strip()
                 with fake._lock:
-                    fake.requests.append(
-                        Request(time.monotonic(), category, content, self.headers.get("Authorization", ""))
-                    )
+                    fake.requests.append(Request(time.monotonic(), category, content,
+                                                 self.headers.get("Authorization", ""), payload.get("model", "")))
                     dying = fake.die_after is not None and len(fake.answered) >= fake.die_after
                     if not dying:
                         fake.answered.append(category)
@@ -126,6 +129,18 @@ class FakeLLM:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (read timeout, killed process)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") != "/v1/models":
+                    self.send_error(404)
+                    return
+                data = json.dumps({"object": "list", "data": [{"id": name, "object": "model", "owned_by": "fake"}
+                                                               for name in fake.models]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

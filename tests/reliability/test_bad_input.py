@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from data.demo import DEMO_CLASSES
 from prolab_models.configs import CONFIG_DIR, CONFIGS
@@ -64,6 +67,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         archive.writestr("damaged/version", "3\n")
     (root / "empty-run").mkdir()
     (root / "demo-descriptors.json").write_text(json.dumps({c: [f"{c} shape", f"{c} colour"] for c in DEMO_CLASSES}))
+    (root / "reversed-descriptors.json").write_text(json.dumps({c: [f"{c} shape"] for c in reversed(DEMO_CLASSES)}))
+    (root / "three-classes.json").write_text(json.dumps({c: [f"{c} shape", f"{c} colour"] for c in DEMO_CLASSES[:3]}))
+    # class names a reader cannot tell apart (JSON keys that differ, so no repeated key)
+    (root / "case-clash.json").write_text(json.dumps({"Car": ["red"], "road": ["grey"], "car ": ["blue"]}))
+    (root / "spacing-clash.json").write_text(json.dumps({"traffic light": ["red"], "traffic  light": ["green"]}))
+    (root / "unicode-clash.json").write_text(json.dumps({"café": ["warm"], unicodedata.normalize("NFD", "café"): ["x"]}))
+    (root / "new-names-clash.json").write_text(json.dumps(["Bicycle", "bicycle"]))
+    Image.new("RGB", (8, 8)).save(root / "image.png")
     _write_configs(root / "configs")
     return root
 
@@ -105,6 +116,27 @@ LABEL_SPACE: dict[str, Case] = {
     "--seed -1": (["--seed", "-1"], ["--seed: Input should be greater than or equal to 0"]),
     "--concurrency 0": (["--dataset", "camvid", "--llm", "http://127.0.0.1:9/v1", "--concurrency", "0"],
                         ["--concurrency: Input should be greater than or equal to 1"]),
+    # refused before the flow run (tasks.preflight), not after describe, verify and embed
+    "--k beyond the descriptions of the file": (["--k", "187"], ["k=187: must be between 1 and the number of "
+                                                                 "descriptions (186 in {cityscapes_file})"]),
+    "--k far beyond the descriptions of the file": (["--k", "5000"], ["k=5000: must be between 1 and the number"]),
+    "--embedder neither packaged nor in the Hugging Face cache (offline)": (
+        ["--embedder", "no-such-org/no-such-model"],
+        ["embedder 'no-such-org/no-such-model' could not be loaded (no network here", "not in the Hugging Face cache"]),
+    "--embedder a directory that is not a model": (["--embedder", "{in}/a-directory"],
+                                                   ["{in}/a-directory: not a sentence-transformers or Hugging Face "
+                                                    "model directory"]),
+    "--embedder a path that does not exist": (["--embedder", "{in}/no-such-model"],
+                                              ["embedder '{in}/no-such-model': no such model directory"]),
+    "descriptors naming a class in two cases and spacings": (
+        ["--descriptors", "{in}/case-clash.json"],
+        ["{in}/case-clash.json: class names 'Car' and 'car ' differ only in case and spacing"]),
+    "descriptors naming a class with repeated whitespace": (
+        ["--descriptors", "{in}/spacing-clash.json"],
+        ["class names 'traffic light' and 'traffic  light' differ only in spacing"]),
+    "descriptors naming a class in two Unicode forms": (
+        ["--descriptors", "{in}/unicode-clash.json"],
+        ["{in}/unicode-clash.json: class names", r"('caf\xe9' and 'cafe\u0301') differ only in Unicode form"]),
 }
 
 MODEL: dict[str, Case] = {
@@ -141,9 +173,19 @@ MODEL: dict[str, Case] = {
     "--cfg-options type nobody registered": (["train", "--label-space", "{in}/good", "--cfg-options",
                                               "model.decode_head.type=UperHeadd"],
                                              ["model.decode_head.type='UperHeadd' is not in mmseg's MODELS registry"]),
+    "LLM URL where nothing listens": (["label-space", "--dataset", "demo", "--llm", "http://127.0.0.1:9/v1",
+                                       "--model", "some-model"],
+                                      ["describe.llm (--llm) http://127.0.0.1:9/v1: the LLM server does not answer"]),
     "label space of the dataset's classes in another order": (["train", "--label-space", "{in}/reversed"],
                                                               ["the same classes as the dataset ProLabDemoDataset in "
                                                                "another order (label 0 is 'sky'"]),
+    "--held-out naming a class in two cases": (["train", "--label-space", "{in}/good", "--held-out", "car,Car"],
+                                               ["--held-out: Value error, class names 'car' and 'Car' differ only in "
+                                                "case"]),
+    "evaluate holding out a class the run trained on": (["evaluate", "--label-space", "{in}/good", "--checkpoint",
+                                                         "{in}/damaged.pth", "--held-out", "car"],
+                                                        ["{in}/damaged.pth: trained holding out no class, evaluated "
+                                                         "with --held-out car; evaluate it with no --held-out"]),
 }
 
 # prolab train --config FILE: the file's name in a one-line message.
@@ -208,12 +250,34 @@ DEPLOYMENT: dict[str, tuple[dict[str, Any], list[str]]] = {
                                    ["config '/nonexistent/config.py': no such file"]),
     "data root that does not exist": ({"train": {"data_root": "/nonexistent/demo"}},
                                       ["/nonexistent/demo: dataset root not found"]),
+    # refused by the run's first step (tasks.preflight), not by a stage after the ones before it ran
+    "k beyond the descriptions of the file": ({"label_space": {"cluster": {"k": 15}}},
+                                              ["k=15: must be between 1 and the number of descriptions (14 in "
+                                               "{in}/demo-descriptors.json)"]),
+    "embedder that cannot be loaded": ({"label_space": {"embed": {"embedder": "no-such-org/no-such-model"}}},
+                                       ["embedder 'no-such-org/no-such-model' could not be loaded"]),
+    "descriptors of another dataset's classes": ({"label_space": {"describe": {"descriptors": "{in}/three-classes.json"}}},
+                                                 ["{in}/three-classes.json: label space has 3 classes but the dataset "
+                                                  "ProLabDemoDataset has 7"]),
+    "descriptors of the dataset's classes in another order": (
+        {"label_space": {"describe": {"descriptors": "{in}/reversed-descriptors.json"}}},
+        ["{in}/reversed-descriptors.json: the same classes as the dataset ProLabDemoDataset in another order"]),
+    "descriptors naming a class in two cases": ({"label_space": {"describe": {"descriptors": "{in}/case-clash.json"}}},
+                                                ["class names 'Car' and 'car ' differ only in case and spacing"]),
+    "held-out classes naming one in two cases": ({"train": {"held_out": ["car", "Car"]}},
+                                                 ["params.train.held_out", "class names 'car' and 'Car' differ only "
+                                                  "in case"]),
+    "held-out class the dataset lacks": ({"train": {"held_out": ["unicorn"]}},
+                                         ["--held-out 'unicorn': not a class of the ProLabDemoDataset"]),
+    "classes for the LLM to describe that the dataset lacks": (
+        {"label_space": {"describe": {"dataset": "cityscapes", "descriptors": None}}},
+        ["the cityscapes classes: label space has 19 classes but the dataset ProLabDemoDataset has 7"]),
 }
 
 
 def _fill(items: list[str], inputs: Path, env: dict[str, str]) -> list[str]:
     cityscapes = next(Path(env["PROLAB_ARTIFACTS"]).glob("cluster/*/"), Path("?"))
-    values = {"in": str(inputs), "cityscapes": str(cityscapes)}
+    values = {"in": str(inputs), "cityscapes": str(cityscapes), "cityscapes_file": str(shared_path(CITYSCAPES))}
     return [str(shared_path(item)) if item == CITYSCAPES else item.format(**values) for item in items]
 
 
@@ -235,11 +299,9 @@ def test_label_space_refuses(env: dict[str, str], inputs: Path, case: str) -> No
     _check(env, ["label-space", *_fill(args, inputs, env)], _fill(expected, inputs, env))
 
 
-# Refused by the stage in its flow run (which reads the dataset's classes from the config, and
-# the checkpoint's records), where the run's log keeps its own traceback: run as a process,
-# as a user runs them.
-IN_A_FLOW_RUN = {"label space from another dataset", "label space of the dataset's classes in another order",
-                 "damaged checkpoint"}
+# Refused by the stage in its flow run (which reads the checkpoint's records), where the run's
+# log keeps its own traceback: run as a process, as a user runs it.
+IN_A_FLOW_RUN = {"damaged checkpoint"}
 
 
 assert IN_A_FLOW_RUN <= MODEL.keys()
@@ -259,6 +321,50 @@ def test_config_files_are_refused_naming_the_file(env: dict[str, str], inputs: P
            _fill(expected, inputs, env))
 
 
+# One refusal of each kind made before the flow run (tasks.preflight), by a ``prolab`` process as a
+# user meets it: in seconds, and leaving no failed flow run on the server.
+BEFORE_ANY_FLOW_RUN: dict[str, Case] = {
+    "K beyond the descriptions of the file": (["label-space", "--descriptors", CITYSCAPES, "--k", "5000"],
+                                              ["k=5000: must be between 1 and the number of descriptions (186"]),
+    "embedder neither packaged nor cached": (["label-space", "--descriptors", CITYSCAPES, "--embedder",
+                                              "no-such-org/no-such-model"],
+                                             ["embedder 'no-such-org/no-such-model' could not be loaded"]),
+    "LLM URL where nothing listens": (["label-space", "--dataset", "demo", "--llm", "http://127.0.0.1:9/v1",
+                                       "--model", "some-model"],
+                                      ["describe.llm (--llm) http://127.0.0.1:9/v1: the LLM server does not answer"]),
+    "label space of the dataset's classes in another order": (["train", "--label-space", "{in}/reversed"],
+                                                              ["the same classes as the dataset ProLabDemoDataset"]),
+    "label space from another dataset": (["evaluate", "--label-space", "{cityscapes}", "--checkpoint",
+                                          "{in}/damaged.pth"], ["label space has 19 classes but the dataset "
+                                                                "ProLabDemoDataset has 7"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BEFORE_ANY_FLOW_RUN))
+def test_a_refused_command_creates_no_flow_run(env: dict[str, str], inputs: Path, tmp_path: Path, case: str) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterExpectedStartTime
+
+    from tests.helpers.prefect_runs import api
+
+    args, expected = BEFORE_ANY_FLOW_RUN[case]
+    store = str(tmp_path / "store")  # a flow run of this command would carry it among its parameters
+    started = datetime.now(timezone.utc)
+    _check(env, [*_fill(args, inputs, env), "--artifacts", store], _fill(expected, inputs, env), as_a_process=True)
+    since = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=started))
+    with api(env) as client:
+        runs = client.read_flow_runs(flow_run_filter=since)
+    assert [run.name for run in runs if run.parameters.get("artifacts") == store] == []
+
+
+def _filled(value: Any, inputs: Path) -> Any:
+    """A deployment case's parameters with ``{in}`` in its texts made the hostile inputs' directory."""
+    if isinstance(value, dict):
+        return {key: _filled(item, inputs) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_filled(item, inputs) for item in value]
+    return value.replace("{in}", str(inputs)) if isinstance(value, str) else value
+
+
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
@@ -271,11 +377,13 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def test_deployment_parameters_fail_the_run_before_any_work(
     env: dict[str, str], inputs: Path, demo_root: Path, case: str,
 ) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
     from flows.pipeline import end_to_end_flow
+    from tests.helpers.prefect_runs import api
 
-    override, expected = DEPLOYMENT[case]
+    override, expected = (_filled(item, inputs) for item in DEPLOYMENT[case])
     # Valid around the bad value, with descriptions the store has never seen: had any stage run,
     # describe (first, and sure to succeed) would have left an artifact.
     valid = {"label_space": {"describe": {"descriptors": str(inputs / "demo-descriptors.json")}, "cluster": {"k": 4}},
@@ -289,6 +397,52 @@ def test_deployment_parameters_fail_the_run_before_any_work(
     for text in expected:
         assert text in state.message, f"{text!r} not in:\n{state.message}"
     assert sorted(store.iter_artifacts()) == before and store.verify() == {}, "nothing computed, nothing lost"
+    with api(env) as client:  # failed as the run's first step: no stage's task run began
+        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        assert client.read_task_runs(flow_run_filter=this_run) == []
+
+
+def test_a_stage_deployment_refuses_before_its_task_run(env: dict[str, str]) -> None:
+    """The cluster deployment alone, on the embeddings the store holds: K beyond the file's
+    descriptions fails its run before the cluster task starts."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    from flows.stages import cluster_flow
+    from tests.helpers.prefect_runs import api
+
+    params = {"label_space": {"describe": {"descriptors": str(shared_path(CITYSCAPES))}, "cluster": {"k": 187}}}
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_LOGGING_TO_API_ENABLED: False}):
+        state = cluster_flow(params=params, artifacts=env["PROLAB_ARTIFACTS"], return_state=True)
+    assert state.is_failed() and "k=187: must be between 1 and the number of descriptions (186 in" in state.message
+    with api(env) as client:
+        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        assert client.read_task_runs(flow_run_filter=this_run) == []
+
+
+# prolab predict --classes: new class names a reader cannot tell apart, refused while planning.
+PREDICT: dict[str, Case] = {
+    "a list of new class names naming one in two cases": (["--classes", "{in}/new-names-clash.json"],
+                                                          ["{in}/new-names-clash.json: class names 'Bicycle' and "
+                                                           "'bicycle' differ only in case"]),
+    "new classes' descriptions naming one in two cases and spacings": (["--classes", "{in}/case-clash.json"],
+                                                                       ["{in}/case-clash.json: class names 'Car' and "
+                                                                        "'car ' differ only in case and spacing"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREDICT))
+def test_predict_refuses(env: dict[str, str], inputs: Path, case: str) -> None:
+    args, expected = PREDICT[case]
+    _check(env, ["predict", str(inputs / "image.png"), "--checkpoint", str(inputs / "damaged.pth"),
+                 *_fill(args, inputs, env)], _fill(expected, inputs, env))
+
+
+def test_demo_refuses_classes_its_config_lacks_before_a_server_starts(env: dict[str, str]) -> None:
+    """The end-to-end run would describe the 19 Cityscapes classes with the LLM, verify, embed and
+    cluster them, and only then meet the demo config's 7: refused before the demo starts anything."""
+    _check(env, ["demo", "--params", '{"label_space": {"describe": {"dataset": "cityscapes"}}}'],
+           ["the cityscapes classes: label space has 19 classes but the dataset ProLabDemoDataset has 7"])
 
 
 def test_demo_params_repeating_a_key_are_refused_naming_it(env: dict[str, str]) -> None:

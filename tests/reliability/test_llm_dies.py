@@ -70,3 +70,19 @@ def test_once_the_endpoint_is_unreachable_queued_classes_are_not_asked(tmp_path:
     assert all(reasons[name].startswith("not asked") for name in classes[4:])
     assert {r.category for r in dying.asked()} <= set(classes[:4]), "nothing queued was sent"
     assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_a_dead_server_stops_only_the_runs_that_would_ask_it(cli_env: dict[str, str]) -> None:
+    """The preflight asks ``GET /models`` only while describe (or repair) has no artifact: once
+    the descriptions are in the store, a rerun with another K runs with the server down; one
+    that needs new descriptions is refused at once, naming the URL, before any flow run."""
+    args = ["label-space", "--dataset", "demo", "--model", "fake-model", "--repair-rounds", "0"]
+    with FakeLLM() as llm:
+        url = llm.base_url
+        first = last_line(prolab(cli_env, *args, "--llm", url, "--k", "4"))
+    # closed: nothing listens on its port any more
+    reclustered = last_line(prolab(cli_env, *args, "--llm", url, "--k", "5"))
+    assert reclustered.is_dir() and reclustered != first
+    refused = prolab(cli_env, *args, "--llm", url, "--k", "5", "--prompt", "aspects")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert f"describe.llm (--llm) {url}: the LLM server does not answer" in refused.stderr.strip().splitlines()[-1]
