@@ -63,12 +63,14 @@ def _unwrap_optional(annotation: Any) -> Any:
     return annotation
 
 
-def _help(info: FieldInfo) -> str:
+def _help(info: FieldInfo, default: str | None = None) -> str:
+    """The field's description and its default: ``default`` when given (a command whose
+    defaults come from elsewhere), else the model's own, when it has one worth saying."""
     text = info.description or ""
-    if not info.is_required() and info.default_factory is None and info.default not in (None, {}, [], ""):
-        default = info.default.value if hasattr(info.default, "value") else info.default
-        text += f" (default: {default})"
-    return text
+    if default is None and not info.is_required() and info.default_factory is None \
+            and info.default not in (None, {}, [], ""):
+        default = str(info.default.value if hasattr(info.default, "value") else info.default)
+    return text if default is None else f"{text} (default: {default})"
 
 
 def _scalar(text: str) -> Any:
@@ -137,15 +139,17 @@ class _KeyValues(argparse.Action):
 
 
 def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, model: type[BaseModel],
-                      exclude: tuple[str, ...] = ()) -> None:
+                      exclude: tuple[str, ...] = (), default: str | None = None) -> None:
     """An option per field of ``model`` (``snake_case`` -> ``--kebab-case``, or the field's
     ``json_schema_extra["cli"]`` name), stored under ``<Model>.<field>`` so that two models'
-    fields of one name do not collide."""
+    fields of one name do not collide. ``default`` is what the help gives as every option's
+    default, where the command takes them from elsewhere than the model."""
     for name, info in model.model_fields.items():
         if name in exclude:
             continue
         kind = _unwrap_optional(info.annotation)
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": _help(info), "dest": _dest(model, name)}
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": _help(info, default),
+                                  "dest": _dest(model, name)}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is Literal:

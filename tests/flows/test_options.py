@@ -31,3 +31,14 @@ def test_key_values_are_read_as_mmengines_dict_action_reads_them() -> None:
 def test_a_malformed_item_is_named(item: str, expected: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=expected):
         parse_key_values([item])
+
+
+def test_predict_gives_the_runs_own_config_as_its_default_where_train_gives_the_models() -> None:
+    from flows.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    predict, train = (" ".join(commands[name].format_help().split()) for name in ("predict", "train"))
+    assert "--config CONFIG a config name (demo, camvid, ade20k, ...) or a path (default: the run's own)" in predict
+    assert "(default: demo)" not in predict and "or a path (default: demo)" in train
+    assert "--cfg-options KEY=VALUE [KEY=VALUE ...] mmengine config overrides, as mmseg's --cfg-options: " \
+           "train_cfg.max_iters=400 on the command line" in train

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,16 @@ from typing import Any
 
 import pytest
 
-from tasks.label_space.llm import DescribeError, LLMSettings, describe_classes, resolve_api_key
+from tasks.label_space import describe, repair
+from tasks.label_space.llm import (
+    DescribeError,
+    LLMEndpointError,
+    LLMSettings,
+    describe_classes,
+    resolve_api_key,
+    served_models,
+)
+from tasks.params import DescribeParams, EndToEndParams, LabelSpaceParams
 from tasks.processes import free_port
 from tests.helpers.fake_llm import FakeLLM, Step, completion, properties_of
 
@@ -173,3 +183,44 @@ def test_a_corrupt_cache_entry_is_asked_again(fake_llm: FakeLLM, tmp_path: Path)
     report = describe_classes(["car"], settings_for(fake_llm.base_url), tmp_path)
     assert report.calls_made == 1 and report.descriptions["car"] == properties_of("car")
     assert json.loads(entry.read_text())["properties"] == properties_of("car")
+
+
+# --------------------------------------------------------------------- a URL named without a model
+
+
+def _url_params(base_url: str) -> EndToEndParams:
+    return EndToEndParams(label_space=LabelSpaceParams(describe=DescribeParams(llm=base_url)))
+
+
+def test_a_url_without_a_model_asks_for_the_one_model_its_server_lists(tmp_path: Path) -> None:
+    """vLLM and llama.cpp's server answer only to the name of the model they serve: that name,
+    not OpenAI's default, is asked, keyed and cached; and a plan that asked a server is never
+    remembered, since the server may serve another model next time."""
+    with FakeLLM(models=("served-model",)) as fake:
+        params = _url_params(fake.base_url)
+        assert served_models(fake.base_url, None) == ["served-model"]
+        assert describe.plan(params, {}).params["model"] == "served-model"
+        assert describe.plan(params, {}).sources is None
+        repaired = repair.plan(params, {"label_space": "cluster:k", "verification": "verify:k"})
+        assert repaired.params["model"] == "served-model" and repaired.sources is None
+        with describe.llm_settings(params.label_space.describe) as settings:
+            describe_classes(["car"], settings, tmp_path)
+        assert [request.model for request in fake.asked()] == ["served-model"]
+    named = EndToEndParams(label_space=LabelSpaceParams(describe=DescribeParams(llm=fake.base_url, model="m")))
+    assert describe.plan(named, {}).sources == (), "a model given is known without a server: remembered"
+
+
+def test_a_url_serving_several_models_is_refused_naming_them() -> None:
+    with FakeLLM(models=("llama-2-7b", "llama-2-13b")) as fake:
+        with pytest.raises(LLMEndpointError, match=r"--model.*serves 2 models \(llama-2-7b, llama-2-13b\)"):
+            describe.plan(_url_params(fake.base_url), {})
+
+
+def test_a_url_that_lists_no_models_is_named_at_once() -> None:
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    started = time.monotonic()
+    with pytest.raises(LLMEndpointError, match=rf"--model.*{re.escape(down)}/models did not list its models"):
+        describe.plan(_url_params(down), {})
+    assert time.monotonic() - started < 2, "asked once, without the chat calls' retries"
+    with FakeLLM() as fake, pytest.raises(LLMEndpointError, match="/v2/models did not list its models: HTTP Error 404"):
+        served_models(fake.base_url.replace("/v1", "/v2"), None)

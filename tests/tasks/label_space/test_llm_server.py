@@ -20,6 +20,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tasks.label_space.describe import llm_model
 from tasks.label_space.llm import (
     ASPECT_MAX_TOKENS,
     ASPECT_STOP,
@@ -29,9 +30,11 @@ from tasks.label_space.llm import (
     MAX_PROPERTY_CHARS,
     LLMSettings,
     describe_classes,
+    served_models,
 )
 from tasks.label_space.llm_server import LLMServerError, local_llm_server, serve, server_command
 from tasks.label_space.repair import parse_repair_reply, repair_prompt
+from tasks.params import DescribeParams
 from tasks.processes import free_port
 from tests.helpers.cli import PROJECT_ROOT
 
@@ -112,6 +115,14 @@ def test_the_server_answers_on_loopback_under_the_models_name_and_stops_after_th
         assert served == [settings.model] == ["gemma-3-270m-q4_k_m"]
     with pytest.raises(urllib.error.URLError):
         _no_proxy.open(f"{settings.base_url}/models", timeout=5)
+
+
+@needs_llama_cpp
+def test_a_url_without_a_model_asks_for_the_model_the_server_serves(gemma: LLMSettings) -> None:
+    """``--llm URL`` without ``--model`` against a real llama.cpp server: the name asked is the one
+    it serves (the GGUF's alias), not OpenAI's default, which it would not answer to."""
+    assert served_models(gemma.base_url, None) == [gemma.model]
+    assert llm_model(DescribeParams(llm=gemma.base_url)) == gemma.model == "gemma-3-270m-q4_k_m"
 
 
 @needs_llama_cpp
