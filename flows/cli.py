@@ -258,7 +258,7 @@ def cmd_llm_serve(args: argparse.Namespace) -> None:
 
 def cmd_server(args: argparse.Namespace) -> None:
     from flows import server
-    from flows.profile import user_profiles_file
+    from flows.prefect_profile import user_profiles_file
 
     local = server.local_server()
     if args.action == "start":

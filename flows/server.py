@@ -4,7 +4,7 @@ Every ``prolab`` command talks to one pinned API URL, so no command silently sta
 throwaway server (that costs 10-30 s a run and keeps nothing to browse). The server is
 started on first use, runs detached, and ``prolab server stop`` ends it; a second start
 reuses the same database. Started for a user, it also saves the ``prolab`` Prefect profile
-(``flows/profile.py``), so that the ``prefect`` command can talk to it too.
+(``flows/prefect_profile.py``), so that the ``prefect`` command can talk to it too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.profile import save_profile, user_profiles_file
+from flows.prefect_profile import save_profile, user_profiles_file
 from tasks.processes import answers, start_and_wait, stop_group
 
 log = logging.getLogger(__name__)

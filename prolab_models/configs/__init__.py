@@ -36,10 +36,10 @@ CONFIGS: dict[str, str] = {
     # CPU, minutes. camvid: Lite R-ASPP on an ImageNet EfficientNet-Lite0 from a PyPI package;
     # demo: ViT-Adapter-T from scratch, the default pipeline's model; the others from scratch
     # (configs/README.md: what was measured to choose them)
-    "camvid": "prolab-lraspp_efficientnet-lite0_1xb8-400_camvid-256x256.py",
-    "camvid_ce": "lraspp_efficientnet-lite0_1xb8-400_camvid-256x256.py",
     "demo": "prolab-upernet_vit-adapter-t_1xb8-300_demo-128x128.py",
     "demo_ce": "upernet_vit-adapter-t_1xb8-300_demo-128x128.py",
+    "camvid": "prolab-lraspp_efficientnet-lite0_1xb8-400_camvid-256x256.py",
+    "camvid_ce": "lraspp_efficientnet-lite0_1xb8-400_camvid-256x256.py",
     "camvid_deeplabv3plus-d16": "prolab-deeplabv3plus_r18-d16_1xb6-400_camvid-256x256.py",
     "camvid_deeplabv3plus-d16_ce": "deeplabv3plus_r18-d16_1xb6-400_camvid-256x256.py",
     "demo_deeplabv3plus": "prolab-deeplabv3plus_r18-d16_1xb16-300_demo-128x128.py",

@@ -29,7 +29,7 @@ import pytest
 from flows.cli import build_parser
 from flows.deploy import yaml_deployments
 from flows.options import model_from_args
-from flows.profile import PROFILE
+from flows.prefect_profile import PROFILE
 from flows.server import DEFAULT_PORT, LocalServer
 from prolab_models.configs import CONFIGS
 from tasks import params as params_models

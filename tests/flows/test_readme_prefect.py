@@ -10,7 +10,7 @@ import tomllib
 import urllib.request
 from pathlib import Path
 
-from flows.profile import PROFILE
+from flows.prefect_profile import PROFILE
 from tasks.processes import free_port
 from tests.helpers.cli import PROJECT_ROOT, PROLAB
 from tests.helpers.prefect_runs import api, run_command

@@ -173,9 +173,6 @@ MODEL: dict[str, Case] = {
     "--cfg-options type nobody registered": (["train", "--label-space", "{in}/good", "--cfg-options",
                                               "model.decode_head.type=UperHeadd"],
                                              ["model.decode_head.type='UperHeadd' is not in mmseg's MODELS registry"]),
-    "LLM URL where nothing listens": (["label-space", "--dataset", "demo", "--llm", "http://127.0.0.1:9/v1",
-                                       "--model", "some-model"],
-                                      ["describe.llm (--llm) http://127.0.0.1:9/v1: the LLM server does not answer"]),
     "label space of the dataset's classes in another order": (["train", "--label-space", "{in}/reversed"],
                                                               ["the same classes as the dataset ProLabDemoDataset in "
                                                                "another order (label 0 is 'sky'"]),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.profile import PROFILE, save_profile, user_profiles_file
+from flows.prefect_profile import PROFILE, save_profile, user_profiles_file
 
 THEIRS = '# mine\nactive = "team"\n\n[profiles.team]\nPREFECT_API_URL = "https://prefect.example.org/api"\n'
 
