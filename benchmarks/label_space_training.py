@@ -149,7 +149,7 @@ def label_space_params(dataset: str, k: int, row: str, scratch: Path):
 # since it was measured), or the paper's cosine loss alone.
 LOSS_VARIANTS = {
     " + class term": [dict(type="PropertyCosineLoss", loss_weight=1.0), dict(type="PropertyClassLoss", loss_weight=1.0)],
-    " (cosine loss only)": dict(type="PropertyCosineLoss", loss_weight=1.0),
+    " (cosine loss only)": [dict(type="PropertyCosineLoss", loss_weight=1.0)],  # a list: it replaces a list
 }
 ROWS = ("one-hot CE", "random", "gemma few-shot", "gemma few-shot + verify", "gemma few-shot + verify + repair",
         "gemma aspects (default)", "GPT-3.5", "random words", "shuffled", "swapped",
