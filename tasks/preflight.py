@@ -7,11 +7,11 @@ are not the dataset's, held-out classes that are not the label space's and a con
 be built are refused in seconds, with the message the stage would have given after describe,
 verify and embed had run, and a refused command leaves no failed flow run. An LLM server that
 describe or repair will ask must list its models (``GET /models``) within 5 s: a dead ``--llm``
-URL is named at once, not after the client's retries (109 s); with a store, only when one of
-those stages has no artifact there yet, so a dead server does not stop a run that asks it nothing. No check loads a
-model or reads a dataset; an unchanged rerun, which the command line answers without a flow
-run, makes none. What an LLM must write first (how many descriptions it gives) is checked by
-the stage that meets it.
+URL is named at once, not after the client's retries (109 s). Given a store, that is asked only
+while one of those stages has no artifact there, so a dead server does not stop a run that asks
+it nothing. No check loads a model or reads a dataset; an unchanged rerun, which the command
+line answers without a flow run, makes none. What an LLM must write first (how many
+descriptions it gives) is checked by the stage that meets it.
 """
 
 from __future__ import annotations
