@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from prolab_models.dataset_catalog import DATASET_CATALOG
 from tasks.class_names import check_distinct
 
 LOCAL_LLM = "local"
@@ -29,8 +30,8 @@ class StrictModel(BaseModel):
 class DescribeParams(StrictModel):
     """Where the class descriptions come from: a descriptor file, or an LLM."""
 
-    dataset: str | None = Field(None, description="a known dataset: its classes, in label order "
-                                                  "(default: demo, unless a descriptors file is given)")
+    dataset: str | None = Field(None, description=f"a known dataset ({', '.join(DATASET_CATALOG)}): its classes, in "
+                                                  f"label order (default: demo, unless a descriptors file is given)")
     descriptors: Path | None = Field(None, description="import this {class: [description, ...]} JSON file")
     llm: str = Field(LOCAL_LLM, description="'local' (the embedded model), 'openai', or an OpenAI-compatible base URL")
     model: str | None = Field(None, description="model name at the endpoint (default: the embedded model for 'local', "

@@ -17,44 +17,15 @@ from pathlib import Path
 from mmengine.registry import DefaultScope
 from mmseg.registry import DATASETS
 
+from prolab_models.dataset_catalog import DATASET_CATALOG
 from prolab_models.datasets import DatasetLayoutError, validate_dataset
-
-# name: (dataset config, with "{split}" filled in; the splits checked by default)
-LAYOUTS: dict[str, tuple[dict, tuple[str, ...]]] = {
-    "demo": (dict(type="ProLabDemoDataset", split="{split}"), ("train", "val", "test")),
-    "camvid": (dict(type="CamVidDataset", split="{split}"), ("train", "val", "test")),
-    "bdd100k": (dict(type="ProLabBDD100KDataset", split="{split}"), ("train", "val")),
-    "cityscapes": (dict(type="CityscapesDataset",
-                        data_prefix=dict(img_path="leftImg8bit/{split}", seg_map_path="gtFine/{split}")),
-                   ("train", "val")),
-    "ade20k": (dict(type="ADE20KDataset",
-                    data_prefix=dict(img_path="images/{split}", seg_map_path="annotations/{split}")),
-               ("training", "validation")),
-    "coco_stuff164k": (dict(type="COCOStuffDataset",
-                            data_prefix=dict(img_path="images/{split}", seg_map_path="annotations/{split}")),
-                       ("train2017", "val2017")),
-    "pascal_context59": (dict(type="PascalContextDataset59",
-                              data_prefix=dict(img_path="JPEGImages",
-                                               seg_map_path="SegmentationClassContext"),
-                              ann_file="ImageSets/SegmentationContext/{split}.txt"),
-                         ("train", "val")),
-}
-
-
-def _fill(value: object, split: str) -> object:
-    if isinstance(value, str):
-        return value.format(split=split)
-    if isinstance(value, dict):
-        return {key: _fill(item, split) for key, item in value.items()}
-    return value
 
 
 def check_split(dataset: str, root: Path, split: str, check_values: bool = True) -> int:
     """Build ``dataset``'s ``split`` under ``root`` and check every pair; return how many."""
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: data root not found; expected a {dataset} dataset")
-    config = _fill(LAYOUTS[dataset][0], split)
-    config["data_root"] = str(root)
+    config = {**DATASET_CATALOG[dataset].split_config(split), "data_root": str(root)}
     # mmseg's own dataset classes do not check their folders; name the missing one here.
     relative = [*config.get("data_prefix", {}).values()]
     if "ann_file" in config:
@@ -69,13 +40,13 @@ def check_split(dataset: str, root: Path, split: str, check_values: bool = True)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prolab_models.datasets.check", description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=sorted(LAYOUTS))
+    parser.add_argument("dataset", choices=list(DATASET_CATALOG))
     parser.add_argument("root", type=Path, help="the dataset root (data_root in configs)")
     parser.add_argument("--split", action="append", help="a split to check (repeatable; default: all)")
     parser.add_argument("--headers-only", action="store_true",
                         help="compare sizes from file headers only; skip decoding every label map")
     args = parser.parse_args(argv)
-    for split in args.split or LAYOUTS[args.dataset][1]:
+    for split in args.split or DATASET_CATALOG[args.dataset].splits:
         try:
             count = check_split(args.dataset, args.root, split, check_values=not args.headers_only)
         except DatasetLayoutError as error:

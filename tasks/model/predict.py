@@ -45,7 +45,7 @@ from tasks.label_space.transfer import (
     scoring_rows,
 )
 from tasks.model.checkpoints import last_checkpoint, loading_checkpoint
-from tasks.model.runs import build_config, dataset_classes, dataset_palette, run_record
+from tasks.model.runs import build_config, config_dataset_classes, config_dataset_palette, run_record
 from tasks.params import SIMILARITY_FLOOR, EndToEndParams
 from tasks.reports import Report, artifact_key, image, markdown_table, read_json
 from tasks.stage import StagePlan, input_ref, materialize
@@ -194,7 +194,7 @@ class PredictSummary:
 def _palette(cfg: Any, classes: Sequence[str]) -> list[list[int]]:
     """The dataset's colour of each class it has; distinct generated colours for the others."""
     dataset = cfg.test_dataloader.dataset
-    known = dict(zip(dataset_classes(dataset), dataset_palette(dataset)))
+    known = dict(zip(config_dataset_classes(dataset), config_dataset_palette(dataset)))
     rng = np.random.default_rng(0)
     palette = []
     for name in classes:

@@ -117,7 +117,7 @@ def select_test_split(cfg: Config, config: str | Path, split: str) -> None:
             f"--split test")
 
 
-def dataset_classes(dataset_cfg: dict) -> list[str]:
+def config_dataset_classes(dataset_cfg: dict) -> list[str]:
     """The classes of a dataset config: its ``metainfo`` override, else its class's."""
     from mmseg.registry import DATASETS
 
@@ -127,7 +127,7 @@ def dataset_classes(dataset_cfg: dict) -> list[str]:
     return list(DATASETS.get(dataset_cfg["type"]).METAINFO["classes"])
 
 
-def dataset_palette(dataset_cfg: dict) -> list[list[int]]:
+def config_dataset_palette(dataset_cfg: dict) -> list[list[int]]:
     """The colours of a dataset config's classes: its ``metainfo`` override, else its class's."""
     from mmseg.registry import DATASETS
 
@@ -147,7 +147,7 @@ def hold_out_classes(cfg: Config, held_out: list[str], source: str | Path) -> No
         if cfg.get(loader) is None:
             continue
         dataset = cfg[loader]["dataset"]
-        classes = dataset_classes(dataset)
+        classes = config_dataset_classes(dataset)
         check_held_out(held_out, classes, f"the {dataset['type']} of config {source}")
         dataset["metainfo"] = {**(dataset.get("metainfo") or {}), "classes": [c for c in classes if c not in held_out]}
 
@@ -155,7 +155,7 @@ def hold_out_classes(cfg: Config, held_out: list[str], source: str | Path) -> No
 def check_classes(space_classes: Sequence[str], dataset_cfg: dict, where: str | Path) -> None:
     """Refuse a label space (``where``: its directory, or what its classes come from) whose
     classes are not the dataset's: another count, or the same names in another label order."""
-    classes = dataset_classes(dataset_cfg)
+    classes = config_dataset_classes(dataset_cfg)
     if len(classes) != len(space_classes):
         raise LabelSpaceMismatchError(
             f"{where}: label space has {len(space_classes)} classes but the dataset "
@@ -175,7 +175,7 @@ def check_inputs(cfg: Config, space: LabelSpace, dataloader: str) -> None:
     if root is not None and not Path(root).is_dir():
         raise DatasetLayoutError(f"{root}: data root not found (the {dataset['type']} of {dataloader})")
     check_classes(space.classes, dataset, space.path)
-    classes = dataset_classes(dataset)
+    classes = config_dataset_classes(dataset)
     if classes != space.classes:
         log.warning("%s: label space classes %s differ in name from the dataset's %s", space.path, space.classes,
                     classes)

@@ -42,12 +42,6 @@ from tests.helpers.paper_datasets import LAYOUTS, fabricate
 pytestmark = pytest.mark.slow
 
 PAPER_CONFIGS = ("ade20k", "coco-stuff", "pascal-context-59", "cityscapes", "bdd100k")
-# a config's dataset (its short name's first part) -> the fabricated layout, and its name in
-# ``python -m prolab_models.datasets.check``; the demo configs train on the generated demo scenes
-DATASET_LAYOUTS = {"ade20k": ("ade20k", "ade20k"), "coco-stuff": ("coco-stuff", "coco_stuff164k"),
-                   "pascal-context-59": ("pascal-context-59", "pascal_context59"),
-                   "cityscapes": ("cityscapes", "cityscapes"), "bdd100k": ("bdd100k", "bdd100k"),
-                   "camvid": ("camvid", "camvid")}
 ONE_HOT_TWINS = {twin for name in CONFIGS if (twin := one_hot_twin(name))}
 Datasets = Callable[[str], tuple[Path, Path]]  # a dataset's name -> its root and a label space of its classes
 CROP = 64
@@ -128,10 +122,9 @@ def datasets(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Datas
             if name == "demo":
                 root = demo_root
             else:
-                layout, check_name = DATASET_LAYOUTS[name]
-                root = fabricate(layout, base / layout)
-                splits = (f"--split={split}" for split in LAYOUTS[layout].splits)
-                assert check_dataset([check_name, str(root), *splits]) == 0
+                root = fabricate(name, base / name)  # a config's dataset: its short name's first part
+                splits = (f"--split={split}" for split in LAYOUTS[name].splits)
+                assert check_dataset([name, str(root), *splits]) == 0
             made[name] = root, make_label_space(base / "label-space", dataset_classes(name), k=K)
         return made[name]
 

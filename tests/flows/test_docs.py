@@ -32,8 +32,8 @@ from flows.options import model_from_args
 from flows.prefect_profile import PROFILE
 from flows.server import DEFAULT_PORT, LocalServer
 from prolab_models.configs import CONFIGS
+from prolab_models.dataset_catalog import DATASET_CATALOG
 from tasks import params as params_models
-from tasks.datasets import KNOWN_DATASETS
 from tests.helpers.cli import PROJECT_ROOT, SHARED
 
 README = PROJECT_ROOT / "README.md"
@@ -173,7 +173,7 @@ def _check_value(option: str, value: str, where: str) -> None:
     if option == "--config" and "/" not in value and not value.endswith(".py"):
         assert value in CONFIGS, f"{where}: --config {value}: not a config short name ({', '.join(CONFIGS)})"
     if option == "--dataset":
-        assert value in KNOWN_DATASETS, f"{where}: --dataset {value}: not a known dataset ({', '.join(KNOWN_DATASETS)})"
+        assert value in DATASET_CATALOG, f"{where}: --dataset {value}: not a known dataset ({', '.join(DATASET_CATALOG)})"
     if value.startswith("../shared/") and SHARED.is_dir():
         assert (PROJECT_ROOT / value).exists(), f"{where}: {value} is not in ../shared"
 
