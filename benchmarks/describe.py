@@ -31,7 +31,8 @@ def _fake_llm_class() -> type:
 
 def main() -> None:
     from tasks.datasets import dataset_classes
-    from tasks.label_space.llm import LLMSettings, describe_classes
+    from tasks.label_space.describe import describe_classes
+    from tasks.label_space.llm.client import LLMSettings
     FakeLLM = _fake_llm_class()
 
     classes = dataset_classes("ade20k")

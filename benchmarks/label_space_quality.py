@@ -75,7 +75,7 @@ def example_like_share(descriptions: dict[str, list[str]], cache: Path, cosine: 
     (a looser bound than verify's copied rule: reworded copies such as "made of wood, metal
     or plastic" from the bench's "made of wooden slats, metal or stone" sit at 0.7 to 0.8)."""
     from tasks.label_space.embed import embed_texts
-    from tasks.label_space.llm import EXAMPLES
+    from tasks.label_space.llm.prompts import EXAMPLES
 
     examples = embed_texts([line for lines in EXAMPLES.values() for line in lines], EMBEDDER, cache)
     lines = [text for texts in descriptions.values() for text in texts]
@@ -106,7 +106,7 @@ def figures(descriptions: dict[str, list[str]], k: int, cache: Path) -> dict:
 
 
 def describe_with_gemma(classes: list[str], prompt: str, cache: Path) -> dict[str, list[str]]:
-    from tasks.label_space.llm import describe_classes
+    from tasks.label_space.describe import describe_classes
     from tasks.label_space.llm_server import local_llm_server
 
     with local_llm_server() as settings:
@@ -116,7 +116,7 @@ def describe_with_gemma(classes: list[str], prompt: str, cache: Path) -> dict[st
 def main() -> None:
     from tasks.datasets import dataset_classes
     from tasks.label_space.embed import embed_texts
-    from tasks.label_space.llm import EXAMPLES
+    from tasks.label_space.llm.prompts import EXAMPLES
     from tasks.store import default_root
     from tasks.label_space.verify import flagged_counts, kept_descriptions, verify_descriptions
     from tasks.params import VerifyParams

@@ -14,18 +14,16 @@ Environment: ``PROLAB_BUILD_CUDA=1`` builds the CUDA kernel without a visible GP
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from csrc.extension import BUILD_DIRNAME, CSRC_DIR, BuildStamp, sources_digest, stale_reason
 
@@ -148,21 +146,15 @@ def _compile(plan: CudaPlan) -> Path:
     return Path(command.get_ext_fullpath(name))
 
 
-@contextlib.contextmanager
-def _one_build_at_a_time() -> Iterator[None]:
-    """Hold the checkout's build lock: two processes finding the stamp stale (two pytest workers
-    after a source edit) would both compile and write the same library; the second now waits and
-    finds the first's stamp current."""
-    path = CSRC_DIR / BUILD_DIRNAME / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def build(force: bool = False) -> BuildResult:
-    """Build unless the stamp shows a library from these sources, flags, torch and CUDA plan."""
-    with _one_build_at_a_time():
+    """Build unless the stamp shows a library from these sources, flags, torch and CUDA plan.
+
+    Under the checkout's build lock: two processes finding the stamp stale (two pytest workers
+    after a source edit) would both compile and write the same library; the second waits and
+    finds the first's stamp current."""
+    lock = CSRC_DIR / BUILD_DIRNAME / ".lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):
         return _build(force)
 
 

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from flows.server import PROJECT_ROOT
+from tasks import PROJECT_ROOT
+from tasks.errors import ProLabError
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -32,7 +33,7 @@ POLL_S = 1.0
 SETTLE_POLLS = 3
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(ProLabError, RuntimeError):
     """Deploying or starting a run failed; the message carries Prefect's own explanation."""
 
 

@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("prolab.record")
+from tasks import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("prolab.record")
 
 # The flows of flows/pipeline.py that a command may hand over, by name.
 FLOWS = ("label_space_flow", "train_on_label_space_flow", "evaluate_checkpoint_flow")

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.prefect_profile import save_profile, user_profiles_file
+from tasks import PROJECT_ROOT
 from tasks.processes import answers, start_and_wait, stop_group
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORT = 4200
 STARTUP_TIMEOUT_S = 90.0
 

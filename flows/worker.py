@@ -16,7 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.server import PROJECT_ROOT, local_server
+from flows.server import local_server
+from tasks import PROJECT_ROOT
 from tasks.processes import start_and_wait, wait_group_gone
 
 log = logging.getLogger(__name__)

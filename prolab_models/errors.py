@@ -13,6 +13,12 @@ class ProLabError(Exception):
     """An error the user can act on; its message says what is wrong, where, and what to do."""
 
 
+class MissingInputError(ProLabError, FileNotFoundError):
+    """A path the user named (a dataset root or one of its folders, a run without a checkpoint)
+    does not exist. Only these are expected: any other ``FileNotFoundError`` is a bug, and keeps
+    its traceback."""
+
+
 class ProLabInputError(ProLabError, ValueError):
     """An input of a model run (config, label space, dataset, checkpoint) does not fit it."""
 

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import ProLabError
+
 MANIFEST = "manifest.json"
 
 
@@ -25,7 +27,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-class RepeatedKeyError(ValueError):
+class RepeatedKeyError(ProLabError, ValueError):
     """A JSON object names one key twice: ``json`` would keep the last value without a word."""
 
 

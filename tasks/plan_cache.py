@@ -27,11 +27,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from tasks import PROJECT_ROOT
 from tasks.files import atomic_write, sha256_json
 from tasks.stage import StagePlan
 
 PLANS = Path(".cache") / "plans"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The packages whose code a plan runs (flows and csrc plan nothing).
 PLANNING_PACKAGES = ("tasks", "prolab_models", "data")
 # Coarser than any file system's mtime granularity.

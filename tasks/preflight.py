@@ -3,15 +3,16 @@
 The command line calls ``preflight`` before it creates a flow run, and every flow calls it as
 its first step (a deployment run does not pass through the command line). So K beyond the
 descriptions of a descriptors file, an embedder that is not there, a label space whose classes
-are not the dataset's, held-out classes that are not the label space's and a config that cannot
-be built are refused in seconds, with the message the stage would have given after describe,
-verify and embed had run, and a refused command leaves no failed flow run. An LLM server that
-describe or repair will ask must list its models (``GET /models``) within 5 s: a dead ``--llm``
-URL is named at once, not after the client's retries (109 s). Given a store, that is asked only
-while one of those stages has no artifact there, so a dead server does not stop a run that asks
-it nothing. No check loads a model or reads a dataset; an unchanged rerun, which the command
-line answers without a flow run, makes none. What an LLM must write first (how many
-descriptions it gives) is checked by the stage that meets it.
+are not the dataset's, held-out classes that are not the label space's, a config that cannot
+be built and a Slurm launch where srun is missing are refused in seconds, with the message the
+stage would have given after describe, verify and embed had run, and a refused command leaves
+no failed flow run. An LLM server that describe or repair will ask must list its models
+(``GET /models``) within 5 s: a dead ``--llm`` URL is named at once, not after the client's
+retries (109 s). Given a store, that is asked only while one of those stages has no artifact
+there, so a dead server does not stop a run that asks it nothing. No check loads a model or
+reads a dataset; an unchanged rerun, which the command line answers without a flow run, makes
+none. What an LLM must write first (how many descriptions it gives) is checked by the stage
+that meets it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def preflight(params: EndToEndParams, names: Sequence[str], given: Mapping[str, 
         check_embedder(params.label_space.embed.embedder)
     if any(name in LOADERS for name in names):
         check_model_inputs(params, names, given)
+    if "train" in names:
+        from tasks.model.launch import check_launcher
+
+        check_launcher(params.train)
 
 
 def _embeds(label_space: LabelSpaceParams, names: Sequence[str]) -> bool:
@@ -72,7 +77,7 @@ def _asks_llm_server(params: EndToEndParams, names: Sequence[str], given: Mappin
 
 def check_llm_endpoint(describe: DescribeParams) -> None:
     """The URL backend lists its models within ``MODELS_TIMEOUT_S`` (one request, no retries)."""
-    from tasks.label_space.llm import LLMEndpointError, served_models
+    from tasks.label_space.llm.client import LLMEndpointError, served_models
 
     try:
         served_models(describe.llm, os.environ.get(describe.api_key_env) or None)

@@ -1,10 +1,12 @@
 """The pipeline's stages, declared once, and the one loop that plans and runs any of them.
 
-Every stage module has the same four functions: ``plan(params, inputs)`` gives its
-``StagePlan`` (its key, known before any work, from the pipeline's parameters and its inputs'
-references), ``run(plan, params, inputs, store)`` returns its artifact's directory (computed,
-or found in the store), ``reports(directory)`` what the Prefect UI shows of it, and
-``run_name(params)`` its task run's name. ``STAGES`` says which stages exist, in DAG order,
+Every stage module has four functions: ``plan(params, inputs)`` gives its ``StagePlan`` (its
+key, known before any work, from the pipeline's parameters and its inputs' references),
+``run(plan, params, inputs, store)`` returns its artifact's directory (computed, or found in
+the store), ``reports(directory)`` what the Prefect UI shows of it, and ``run_name(params)``
+its task run's name; a module may add ``wanted(params)`` (whether the end-to-end flow runs it:
+predict only when given images) and ``status_note(directory)`` (what ``prolab status`` says of
+an up-to-date artifact: repair's pairs). ``STAGES`` says which stages exist, in DAG order,
 which artifacts each reads (an input's role -> the stage that writes it) and its parameters
 model. The flows (end-to-end, label space, one per stage), the Prefect tasks, ``prolab status``
 and the CLI's options derive from it, and a test checks prefect.yaml against it. A stage's

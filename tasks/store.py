@@ -39,6 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.errors import ArtifactError
 from tasks.files import MANIFEST, file_hashes, manifest_problems, sha256_json
 
 if TYPE_CHECKING:
@@ -181,12 +182,17 @@ class ArtifactStore:
             try:
                 existing = next(path for path in (self.root, *self.root.parents) if path.exists())
             except PermissionError as error:
-                raise PermissionError(f"artifact store {self.root}: {error}") from None
+                raise ArtifactError(f"artifact store {self.root}: {error}") from None
             if not existing.is_dir():
-                raise NotADirectoryError(f"artifact store {self.root}: Not a directory ({existing} is not one)")
+                raise ArtifactError(f"artifact store {self.root}: Not a directory ({existing} is not one)")
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
+
+    @property
+    def embedding_cache(self) -> Path:
+        """One embedding per (model, text), shared by every stage that encodes text; ``prolab gc`` keeps it."""
+        return self.root / ".cache" / "embeddings"
 
     def problems(self, directory: Path) -> list[str]:
         """What is wrong with an artifact directory; empty when it matches its manifest."""

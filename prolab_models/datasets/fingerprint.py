@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from prolab_models.errors import MissingInputError
+
 _CHUNK = 1 << 20
 # Datasets up to this size are hashed by content (camvid_mini: 22 MB, a tenth of a second): a
 # second or two of reading at most, paid only when no plan is remembered (tasks/plan_cache.py).
@@ -18,7 +20,7 @@ def _files(root: Path, folders: Iterable[Path]) -> list[tuple[str, Path]]:
     found: dict[str, Path] = {}
     for folder in folders:
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: folder not found")
+            raise MissingInputError(f"{folder}: folder not found")
         for directory, _, names in os.walk(folder, followlinks=True):
             for name in names:
                 path = Path(directory, name)
@@ -40,7 +42,7 @@ def dataset_fingerprint(root: str | Path, subdirs: Iterable[str] | None = None, 
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset root not found")
+        raise MissingInputError(f"{root}: dataset root not found")
     folders = [root] if subdirs is None else [root / subdir for subdir in subdirs]
     files = [(relative, path, path.stat()) for relative, path in _files(root, folders)]
     if content is None:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from tasks.class_names import check_distinct
 from tasks.errors import ProLabError
-from tasks.files import RepeatedKeyError, loads_json
+from tasks.files import loads_json
 
 MAX_DESCRIPTOR_BYTES = 64 * 1024 * 1024
 MAX_DESCRIPTION_CHARS = 1000
@@ -80,8 +80,6 @@ def read_descriptions(path: Path) -> Descriptions:
         data = loads_json(text, str(path))
     except json.JSONDecodeError as error:
         raise DescriptorError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
-    except RepeatedKeyError as error:
-        raise DescriptorError(str(error)) from None
     return validate_descriptions(data, str(path))
 
 

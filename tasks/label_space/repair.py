@@ -16,74 +16,44 @@ import contextlib
 import dataclasses
 import json
 import logging
-import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from prolab_models.label_space import CLASS_PROPERTIES, META, property_column
-from tasks.files import MANIFEST, atomic_write, sha256_json
-from tasks.label_space.llm import (
-    ASPECT_MAX_TOKENS,
-    ASPECT_STOP,
-    SYSTEM_MESSAGE,
-    LLMSettings,
-    parse_aspect_reply,
-    parse_properties,
-    resolve_api_key,
-)
+from tasks.files import MANIFEST
+from tasks.label_space.llm.cache import REPAIR_ANSWERS, AnswerCache, repair_identity
+from tasks.label_space.llm.prompts import REPAIR_PROMPT_VERSION, repair_question
+from tasks.label_space.llm.replies import parse_repair_reply
 from tasks.label_space.quality import near_colliding_pairs, quality_markdown, quality_report
 from tasks.params import EndToEndParams
 from tasks.reports import Report, read_json
-from tasks.stage import StagePlan, materialize
+from tasks.stage import StagePlan, declared_params, materialize
 from tasks.store import ArtifactStore
+
+if TYPE_CHECKING:
+    import openai
+
+    from tasks.label_space.llm.client import LLMSettings
 
 log = logging.getLogger(__name__)
 
-VERSION = "1"
-# Bump when the repair prompt or its parser changes what an answer is (part of its cache key).
-REPAIR_PROMPT_VERSION = "prolab-repair-v1"
-MAX_REPAIR_PROPERTIES = 6
+VERSION = "2"  # 2: the key holds the declared parameters (READS), by name
+# What repair's key reads when it repairs: its thresholds, the LLM asked and how (describe's
+# settings, less what changes no answer) and what verification, embedding and clustering add.
+# Off (0 rounds) the clustered label space passes through, and it reads only its own section.
+READS = ("label_space.repair", "label_space.describe", "label_space.verify", "label_space.embed.embedder",
+         "label_space.cluster")
+UNKEYED = ("label_space.describe.concurrency", "label_space.describe.max_retries", "label_space.describe.api_key_env",
+           "label_space.describe.dataset", "label_space.describe.descriptors")
+READS_OFF = ("label_space.repair",)
 REPORT = "repair_report.json"
 TABLE = "repair.parquet"
-
-
-# ------------------------------------------------------------------------ prompt and parser
-
-
-def repair_prompt(target: str, other: str) -> str:
-    """For base models (the ``aspects`` prompt style, e.g. the embedded Gemma): the start of a
-    list, completed as plain text, of what tells a ``target`` from an ``other``."""
-    return f"How to tell a {target} from a {other}: a {target}\n-"
-
-
-def build_repair_messages(target: str, other: str) -> list[dict[str, str]]:
-    """For chat models: the messages asking what a ``target`` looks like that an ``other`` does not."""
-    question = (
-        f"What does a {target} look like that a {other} does not? "
-        f'Answer with 3 to {MAX_REPAIR_PROPERTIES} short lines, each starting with "- ", '
-        f"each a visual property of a {target} (colour, shape, material, parts, where it is found, size). "
-        f"Do not describe the {other}."
-    )
-    return [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": question}]
-
-
-def parse_repair_reply(reply: str, target: str, other: str, completion: bool = False) -> list[str]:
-    """The properties of ``target`` in a repair answer.
-
-    The reply's list items (as ``tasks.label_space.llm.parse_properties`` reads a chat reply, or
-    ``parse_aspect_reply`` the completion of ``repair_prompt``), less the lines that name
-    ``other``: "unlike a sidewalk, ..." describes the contrast, and its embedding would pull
-    ``target`` towards the very class it must be told from.
-    """
-    names_other = re.compile(rf"\b{re.escape(other.lower())}s?\b")
-    lines = parse_aspect_reply(reply, target, MAX_REPAIR_PROPERTIES * 2) if completion else parse_properties(reply)
-    kept = [line for line in lines if not names_other.search(line.lower())]
-    return kept[:MAX_REPAIR_PROPERTIES]
 
 
 # ------------------------------------------------------------------------ the loop
@@ -168,15 +138,16 @@ def repair_label_space(
 
 
 class CachedAsker:
-    """``ask(a, b)`` for the loop: an answer per (model, prompt, ordered pair) from the cache, or
-    from the LLM, whose server (for the embedded model) starts at the first question not cached."""
+    """``ask(a, b)`` for the loop: an answer per (model, prompt, ordered pair) from the answer
+    cache, or from the LLM through the one client, whose server (for the embedded model) starts
+    at the first question not cached."""
 
     def __init__(self, connect: Callable[[], contextlib.AbstractContextManager[LLMSettings]], model: str,
                  style: str, cache_dir: Path) -> None:
-        self.connect, self.model, self.style, self.cache_dir = connect, model, style, cache_dir
+        self.connect, self.model, self.style, self.cache = connect, model, style, AnswerCache(cache_dir)
         self.requests = 0
         self._stack = contextlib.ExitStack()
-        self._client = None
+        self._client: openai.OpenAI | None = None
         self._settings: LLMSettings | None = None
 
     def __enter__(self) -> CachedAsker:
@@ -185,40 +156,25 @@ class CachedAsker:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def identity(self, target: str, other: str) -> dict:
-        return {"prompt_version": REPAIR_PROMPT_VERSION, "style": self.style, "model": self.model,
-                "target": target, "other": other}
-
     def __call__(self, target: str, other: str) -> list[str]:
-        identity = self.identity(target, other)
-        path = self.cache_dir / f"{sha256_json(identity)[:32]}.json"
-        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-            entry = json.loads(path.read_text())
-            if entry["identity"] == identity:
-                return parse_repair_reply(entry["raw_reply"], target, other, completion=self.style == "aspects")
-        reply = self._ask(target, other)
-        self.requests += 1
-        atomic_write(path, json.dumps({"identity": identity, "raw_reply": reply}, ensure_ascii=False, indent=1))
+        identity = repair_identity(self.model, self.style, target, other)
+        entry = self.cache.get(identity)
+        if entry is None:
+            reply = self._ask(target, other)
+            self.requests += 1
+            self.cache.put(identity, reply)
+        else:
+            reply = entry["raw_reply"]
         return parse_repair_reply(reply, target, other, completion=self.style == "aspects")
 
     def _ask(self, target: str, other: str) -> str:
-        import openai
+        from tasks.label_space.llm.client import ask, open_client
 
-        if self._client is None:
+        if self._client is None or self._settings is None:
             self._settings = self._stack.enter_context(self.connect())
-            self._client = self._stack.enter_context(openai.OpenAI(
-                base_url=self._settings.base_url, api_key=resolve_api_key(self._settings),
-                timeout=self._settings.timeout_s, max_retries=self._settings.max_retries))
-        settings = self._settings
-        if self.style == "aspects":  # a base model completes the start of a list
-            completion = self._client.completions.create(
-                model=settings.model, prompt=repair_prompt(target, other), temperature=settings.temperature,
-                max_tokens=ASPECT_MAX_TOKENS, stop=ASPECT_STOP)
-            return completion.choices[0].text or ""
-        completion = self._client.chat.completions.create(
-            model=settings.model, messages=build_repair_messages(target, other),  # type: ignore[arg-type]
-            temperature=settings.temperature, max_tokens=settings.max_tokens)
-        return completion.choices[0].message.content or ""
+            self._client = self._stack.enter_context(open_client(self._settings))
+        question = repair_question(target, other, self.style, self._settings.max_tokens)
+        return ask(self._client, self._settings, question).text
 
 
 # ------------------------------------------------------------------------ the stage
@@ -230,13 +186,12 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     from tasks.label_space.describe import llm_model, model_is_named, prompt_style
 
     label_space = params.label_space
-    settings: dict = {"rounds": label_space.repair_rounds, "min_cosine": label_space.repair.min_cosine,
-                      "max_hamming": label_space.repair.max_hamming}
+    settings: dict = {"rounds": label_space.repair_rounds}
     if label_space.repair_rounds:
-        describe = label_space.describe
-        settings.update(llm=describe.llm, model=llm_model(describe), prompt=prompt_style(describe),
-                        prompt_version=REPAIR_PROMPT_VERSION, verify=label_space.verify.model_dump(),
-                        embedder=label_space.embed.embedder, k=label_space.cluster.k, seed=label_space.cluster.seed)
+        settings.update(declared_params(params, READS, UNKEYED), model=llm_model(label_space.describe),
+                        prompt=prompt_style(label_space.describe), prompt_version=REPAIR_PROMPT_VERSION)
+    else:
+        settings.update(declared_params(params, READS_OFF))
     named = not label_space.repair_rounds or model_is_named(label_space.describe)
     return StagePlan("repair", VERSION, settings,
                      {"label_space": inputs["label_space"], "verification": inputs["verification"]},
@@ -301,7 +256,7 @@ def _repair(out: Path, params: EndToEndParams, descriptions: dict[str, list[str]
     from tasks.label_space.verify import examples_for, verify_descriptions
 
     label_space = params.label_space
-    embedder, cache = label_space.embed.embedder, store.root / ".cache" / "embeddings"
+    embedder, cache = label_space.embed.embedder, store.embedding_cache
     clusterings = []
 
     def cluster(current: dict[str, list[str]]) -> np.ndarray:
@@ -321,7 +276,7 @@ def _repair(out: Path, params: EndToEndParams, descriptions: dict[str, list[str]
     describe = label_space.describe
     style = prompt_style(describe)
     with CachedAsker(lambda: llm_settings(describe), llm_model(describe), style,
-                     store.root / ".cache" / "llm-repair") as ask:
+                     store.root / REPAIR_ANSWERS) as ask:
         result = repair_label_space(descriptions, ask, verify, cluster, label_space.repair_rounds,
                                     label_space.repair.min_cosine, label_space.repair.max_hamming)
     final = clusterings[-1]

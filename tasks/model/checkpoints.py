@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prolab_models.errors import ProLabInputError
+from prolab_models.errors import MissingInputError, ProLabInputError
 from tasks.files import MANIFEST
 
 
@@ -25,7 +25,7 @@ def last_checkpoint(run: Path) -> Path:
             return check_checkpoint_file(path)
     found = sorted(run.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
     if not found:
-        raise FileNotFoundError(f"{run}: no checkpoint (neither a .pth file nor a work dir holding one)")
+        raise MissingInputError(f"{run}: no checkpoint (neither a .pth file nor a work dir holding one)")
     return check_checkpoint_file(found[-1])
 
 
@@ -39,8 +39,11 @@ def check_checkpoint_file(path: Path) -> Path:
     share one directory and include ``data.pkl`` and ``version`` (every mmengine checkpoint), or
     the pre-1.6 format, left to ``loading_checkpoint``. Anything else would reach torch's reader,
     whose error for arbitrary bytes depends on the bytes (EOF, a bad opcode, a decoding error)."""
-    with open(path, "rb") as file:  # an unreadable file says so (PermissionError)
-        head = file.read(len(LEGACY_MAGIC))
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(LEGACY_MAGIC))
+    except PermissionError as error:
+        raise ProLabInputError(f"{path}: cannot be read ({error.strerror})") from None
     if head == LEGACY_MAGIC:
         return path
     if not head.startswith(ZIP_MAGIC):

@@ -66,6 +66,6 @@ def held_out_run(tmp_path_factory: pytest.TempPathFactory, demo_root: Path, desc
     from tasks.model.train import train
 
     work_dir = tmp_path_factory.mktemp("held-out-run") / "work"
-    embed = text_embedder("all-MiniLM-L6-v2", transfer_store.root / ".cache" / "embeddings")
+    embed = text_embedder("all-MiniLM-L6-v2", transfer_store.embedding_cache)
     train("demo", described_label_space, work_dir, demo_root, tiny_options(2), held_out=HELD_OUT, embed=embed)
     return work_dir

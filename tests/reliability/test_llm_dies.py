@@ -55,7 +55,8 @@ def test_once_the_endpoint_is_unreachable_queued_classes_are_not_asked(tmp_path:
     """Each queued class would wait out the client's whole retry backoff against a dead server."""
     import pytest
 
-    from tasks.label_space.llm import DescribeError, LLMSettings, describe_classes
+    from tasks.label_space.describe import DescribeError, describe_classes
+    from tasks.label_space.llm.client import LLMSettings
 
     classes = [f"class {i}" for i in range(12)]
     with FakeLLM(die_after=2) as dying:

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from data.demo import DEMO_CLASSES
-from tasks.label_space.llm import MAX_PROPERTIES, MAX_PROPERTY_CHARS, MAX_REPLY_CHARS, LLMSettings, describe_classes
+from tasks.label_space.describe import describe_classes
+from tasks.label_space.llm.client import LLMSettings
+from tasks.label_space.llm.replies import MAX_PROPERTIES, MAX_PROPERTY_CHARS, MAX_REPLY_CHARS
 from tests.helpers.cli import last_line, prolab
 from tests.helpers.fake_llm import FakeLLM
 from tests.helpers.label_space_factory import make_label_space

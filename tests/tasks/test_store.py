@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.errors import ArtifactError
 from tasks.files import MANIFEST
 from tasks.store import QUARANTINE, ArtifactStore, artifact_key, flock
 from tests.helpers.cli import PROJECT_ROOT
@@ -41,7 +42,7 @@ def test_a_root_that_is_a_file_or_under_one_is_refused_when_opened(tmp_path: Pat
     (tmp_path / "a-file").write_text("not a directory")
     root = tmp_path / "a-file" / under
     expected = f"artifact store {root}: Not a directory ({tmp_path / 'a-file'} is not one)"
-    with pytest.raises(NotADirectoryError, match=re.escape(expected)):
+    with pytest.raises(ArtifactError, match=re.escape(expected)):
         ArtifactStore(root)
     assert ArtifactStore(tmp_path / "not-yet" / "made").root == tmp_path / "not-yet" / "made"  # made when written
 

@@ -7,6 +7,7 @@ completion, and records every request, so tests count calls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pickle
@@ -20,14 +21,8 @@ from typing import Any
 import pytest
 
 from tasks.label_space import describe, repair
-from tasks.label_space.llm import (
-    DescribeError,
-    LLMEndpointError,
-    LLMSettings,
-    describe_classes,
-    resolve_api_key,
-    served_models,
-)
+from tasks.label_space.describe import DescribeError, describe_classes
+from tasks.label_space.llm.client import LLMEndpointError, LLMSettings, resolve_api_key, served_models
 from tasks.params import DescribeParams, EndToEndParams, LabelSpaceParams
 from tasks.processes import free_port
 from tests.helpers.fake_llm import FakeLLM, Step, completion, properties_of
@@ -78,6 +73,21 @@ def test_editing_one_class_asks_only_for_that_class(fake_llm: FakeLLM, tmp_path:
     report = describe_classes(["road", "automobile", "sky", "bus"], settings_for(fake_llm.base_url), tmp_path)
     assert {r.category for r in fake_llm.asked()[3:]} == {"automobile", "bus"}
     assert (report.calls_made, report.cached) == (2, 2)
+
+
+def test_repair_and_describe_ask_through_one_client_into_one_answer_cache(tmp_path: Path) -> None:
+    with FakeLLM(reply=lambda name: "- bright blue\n- white clouds") as fake:
+        settings = settings_for(fake.base_url)
+        described = describe_classes(["sky"], settings, tmp_path)
+        for _ in range(2):  # a repair rerun: its asker starts afresh, the cache does not
+            with repair.CachedAsker(lambda: contextlib.nullcontext(settings), settings.model, "few-shot",
+                                    tmp_path) as ask:
+                assert ask("sky", "sidewalk") == ["bright blue", "white clouds"]
+                assert ask("sky", "sidewalk") == ["bright blue", "white clouds"]
+        assert len(fake.asked("sky|sidewalk")) == 1, "the repaired question, asked four times, went out once"
+        assert describe_classes(["sky"], settings, tmp_path).cached == 1
+        assert len(fake.asked("sky")) == 1 and described.descriptions["sky"] == ["bright blue", "white clouds"]
+    assert len(list(tmp_path.glob("*.json"))) == 2, "one cache: a file per question, describe's and repair's"
 
 
 def test_rate_limit_waits_as_retry_after_says_then_succeeds(fake_llm: FakeLLM, tmp_path: Path) -> None:

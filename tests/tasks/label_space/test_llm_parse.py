@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from tasks.label_space.llm import (
+from tasks.label_space.llm.prompts import (
     ASPECTS,
     EXAMPLES,
-    MAX_PROPERTIES,
-    MAX_PROPERTY_CHARS,
-    MAX_REPLY_CHARS,
     PROMPT_VERSION,
     STOP,
     aspect_prompt,
     build_messages,
+    prompt_version,
+)
+from tasks.label_space.llm.replies import (
+    MAX_PROPERTIES,
+    MAX_PROPERTY_CHARS,
+    MAX_REPLY_CHARS,
     parse_aspect_reply,
     parse_properties,
-    prompt_version,
 )
 
 

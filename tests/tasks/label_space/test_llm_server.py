@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import json
@@ -20,20 +21,12 @@ from pathlib import Path
 import openai
 import pytest
 
-from tasks.label_space.describe import llm_model
-from tasks.label_space.llm import (
-    ASPECT_MAX_TOKENS,
-    ASPECT_STOP,
-    ASPECTS,
-    EXAMPLES,
-    LOCAL_DUMMY_KEY,
-    MAX_PROPERTY_CHARS,
-    LLMSettings,
-    describe_classes,
-    served_models,
-)
+from tasks.label_space.describe import describe_classes, llm_model
+from tasks.label_space.llm.client import LOCAL_DUMMY_KEY, LLMSettings, served_models
+from tasks.label_space.llm.engines import ENGINES, LOCAL_ENGINE
+from tasks.label_space.llm.prompts import ASPECT_MAX_TOKENS, ASPECT_STOP, ASPECTS, EXAMPLES, repair_prompt
+from tasks.label_space.llm.replies import MAX_PROPERTY_CHARS, parse_repair_reply
 from tasks.label_space.llm_server import LLMServerError, local_llm_server, serve, server_command
-from tasks.label_space.repair import parse_repair_reply, repair_prompt
 from tasks.params import DescribeParams
 from tasks.processes import free_port
 from tests.helpers.cli import PROJECT_ROOT
@@ -181,3 +174,14 @@ def test_vllm_without_vllm_installed_says_how_to_get_it() -> None:
 def test_vllm_needs_a_model_name() -> None:
     with pytest.raises(ValueError, match="needs a model name"):
         serve("vllm", None)
+
+
+def test_llm_serve_offers_the_engines_of_the_engines_table() -> None:
+    from flows.cli import build_parser
+
+    def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    serve_parser = subcommands(subcommands(build_parser())["llm"])["serve"]
+    engine = next(a for a in serve_parser._actions if a.dest == "engine")
+    assert list(engine.choices) == list(ENGINES) and engine.default == LOCAL_ENGINE

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.label_space.repair import (
-    REPAIR_PROMPT_VERSION,
-    build_repair_messages,
-    near_pairs,
-    parse_repair_reply,
-    repair_label_space,
-    repair_prompt,
-)
+from tasks.label_space.llm.prompts import REPAIR_PROMPT_VERSION, build_repair_messages, repair_prompt
+from tasks.label_space.llm.replies import parse_repair_reply
+from tasks.label_space.repair import near_pairs, repair_label_space
 
 CLASSES = ["sky", "sidewalk", "road", "car"]
 #                      p0 p1 p2 p3 p4 p5 p6 p7

@@ -31,7 +31,7 @@ from tests.helpers.transfer_runs import DEMO_DESCRIPTIONS
 
 @pytest.fixture(scope="module")
 def embed(transfer_store: ArtifactStore):
-    return text_embedder("all-MiniLM-L6-v2", transfer_store.root / ".cache" / "embeddings")
+    return text_embedder("all-MiniLM-L6-v2", transfer_store.embedding_cache)
 
 
 def test_a_trained_classes_own_descriptions_give_back_its_row(described_label_space: Path, embed) -> None:
