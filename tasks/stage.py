@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from tasks.files import MANIFEST, canonical_json, sha256_file, sha256_json
 from tasks.store import ArtifactStore, artifact_key
@@ -43,6 +45,53 @@ class StagePlan:
     def ref(self) -> str:
         """How a downstream stage names this one among its inputs."""
         return f"{self.stage}/{self.key}"
+
+
+class UndeclaredParameterError(LookupError):
+    """A stage declares that it reads a parameter the parameters model does not have: the
+    stage's declaration is wrong, not the user's input."""
+
+
+def declared_params(params: BaseModel, reads: Sequence[str], unkeyed: Sequence[str] = ()) -> dict[str, Any]:
+    """What a stage's key hashes of the pipeline's parameters: every field under each dotted path
+    it declares it reads (a section, ``"label_space.verify"``, or one field,
+    ``"label_space.embed.embedder"``), by its full path and as JSON gives it back, less the fields
+    it declares ``unkeyed`` (how it runs, not what it computes: concurrency, retries). A field
+    added to a section a stage reads is in its key without an edit to the stage, as DVC hashes a
+    stage's declared params; ``prolab status`` names the field that changed."""
+    keyed: dict[str, Any] = {}
+    for path in reads:
+        parent, _, name = path.rpartition(".")
+        section = _section(params, parent) if parent else params
+        if name not in type(section).model_fields:
+            raise UndeclaredParameterError(f"{path!r}: {type(section).__name__} has no field {name!r}")
+        value = getattr(section, name)
+        keyed.update(_fields(value, path) if isinstance(value, BaseModel)
+                     else {path: section.model_dump(mode="json", include={name})[name]})
+    for path in unkeyed:
+        if path not in keyed:
+            raise UndeclaredParameterError(f"unkeyed {path!r} is no field of the sections read ({', '.join(reads)})")
+        del keyed[path]
+    return keyed
+
+
+def _section(params: BaseModel, path: str) -> BaseModel:
+    for name in path.split("."):
+        params = getattr(params, name, None)
+        if not isinstance(params, BaseModel):
+            raise UndeclaredParameterError(f"{path!r}: no such parameters section")
+    return params
+
+
+def _fields(section: BaseModel, prefix: str) -> dict[str, Any]:
+    """Every field of a section and of its sub-sections, by dotted path."""
+    found: dict[str, Any] = {}
+    dumped = section.model_dump(mode="json")
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        found.update(_fields(value, f"{prefix}.{name}") if isinstance(value, BaseModel)
+                     else {f"{prefix}.{name}": dumped[name]})
+    return found
 
 
 def input_ref(path: Path) -> str:

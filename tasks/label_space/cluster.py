@@ -29,10 +29,11 @@ from tasks.label_space.quality import (
 )
 from tasks.params import EndToEndParams
 from tasks.reports import Report, image, read_json
-from tasks.stage import StagePlan, materialize
+from tasks.stage import StagePlan, declared_params, materialize
 from tasks.store import ArtifactStore
 
-VERSION = "2"
+VERSION = "3"  # 3: the key holds the declared parameters (READS), by name
+READS = ("label_space.cluster",)
 MAX_MEMBERS = 12  # per property row of the label-space table in the UI; the rest are counted
 
 
@@ -106,8 +107,7 @@ def write_label_space(directory: Path, clustering: Clustering, embedder: str, se
 
 
 def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
-    cluster = params.label_space.cluster
-    return StagePlan("cluster", VERSION, {"k": cluster.k, "seed": cluster.seed, "algorithm": "kmeans"},
+    return StagePlan("cluster", VERSION, {**declared_params(params, READS), "algorithm": "kmeans"},
                      {"embeddings": inputs["embeddings"]}, sources=())
 
 

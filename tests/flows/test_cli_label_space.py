@@ -44,7 +44,7 @@ def test_label_space_prints_its_directory_last_and_reruns_as_a_lookup(cli_env: d
     assert "new texts" not in again.stderr and "every stage is up to date" in again.stderr
 
     changed = prolab(cli_env, "status", *args[1:-4], "--k", "30", "--seed", "0")
-    assert "parameter k: 32 -> 30" in changed.stdout
+    assert "parameter label_space.cluster.k: 32 -> 30" in changed.stdout
     assert changed.stdout.count("up to date") == LABEL_SPACE_STAGES.index("cluster"), changed.stdout
 
 

@@ -153,9 +153,9 @@ def test_status_explains_each_pipeline_against_its_own_last_run(tmp_path: Path) 
     changed = status("--descriptors", str(first), "--k", "6")
     assert changed.pop(LABEL_SPACE).startswith("changed since the last run: input label_space: cluster/")
     assert changed == {**dict.fromkeys(LABEL_SPACE_STAGES[:LABEL_SPACE_STAGES.index("cluster")], "up to date"),
-                       "cluster": "changed since the last run: parameter k: 5 -> 6"}
+                       "cluster": "changed since the last run: parameter label_space.cluster.k: 5 -> 6"}
     assert status("--descriptors", str(second), "--k", "7")["cluster"] == \
-        "changed since the last run: parameter k: 4 -> 7"
+        "changed since the last run: parameter label_space.cluster.k: 4 -> 7"
     _descriptors(second, " seen thrice")
     edited = status("--descriptors", str(second), "--k", "4")
     assert edited["describe"].startswith("changed since the last run: input descriptions_sha256: ")

@@ -90,7 +90,7 @@ def test_deleted_or_damaged_artifact_is_recomputed(store: ArtifactStore, monkeyp
 
 def test_the_embedded_model_is_asked_with_the_aspects_prompt_and_chat_backends_with_the_few_shot_one() -> None:
     from tasks.label_space import describe
-    from tasks.label_space.llm import ASPECTS_PROMPT_VERSION, PROMPT_VERSION
+    from tasks.label_space.llm.prompts import ASPECTS_PROMPT_VERSION, PROMPT_VERSION
     from tasks.params import DescribeParams, EndToEndParams, LabelSpaceParams
 
     def plan(**settings: str) -> str:
