@@ -276,13 +276,11 @@ def cmd_server(args: argparse.Namespace) -> None:
 
 
 def _json_params(text: str | None) -> dict | None:
-    from tasks.files import RepeatedKeyError, loads_json
+    from tasks.files import loads_json
 
     try:
         return loads_json(text, "--params") if text else None
-    except RepeatedKeyError as error:
-        raise UserError(str(error)) from None
-    except ValueError as error:
+    except json.JSONDecodeError as error:
         raise UserError(f"--params: not JSON ({error})") from None
 
 
@@ -307,17 +305,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _connect(args)
     from flows import deploy
 
-    try:
-        flow_run = deploy.demo({"params": params} if params else None)
-        if args.baseline and flow_run.state.is_completed():
-            log.info("the one-hot twin %s, at the same budget, for comparison", twin)
-            baseline = {**params, "train": {**params.get("train", {}), "config": twin}}
-            deploy.wait(deploy.start_run(deploy.END_TO_END, {"params": baseline}).id)
-    except deploy.DeploymentError as error:
-        raise UserError(str(error)) from None
+    flow_run = deploy.demo({"params": params} if params else None)
+    if args.baseline and flow_run.state.is_completed():
+        log.info("the one-hot twin %s, at the same budget, for comparison", twin)
+        baseline = {**params, "train": {**params.get("train", {}), "config": twin}}
+        deploy.wait(deploy.start_run(deploy.END_TO_END, {"params": baseline}).id)
     url = deploy.flow_run_url(flow_run.id)
     if flow_run.state.is_completed():
-        from flows.server import PROJECT_ROOT
+        from tasks import PROJECT_ROOT
         from tasks.store import ArtifactStore
 
         # the deployments' runs work in the checkout: a relative store root is the checkout's
@@ -364,11 +359,7 @@ def demo_summary(params: EndToEndParams, store: ArtifactStore, twin: str | None)
 def cmd_deploy(args: argparse.Namespace) -> None:
     from flows import deploy
 
-    try:
-        names = deploy.deploy_all()
-    except deploy.DeploymentError as error:
-        raise UserError(str(error)) from None
-    print("\n".join(names))
+    print("\n".join(deploy.deploy_all()))
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -401,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    from tasks.params import PROCESS_LAYOUT
     from tasks.registry import LABEL_SPACE_STAGES, stage
 
     label_space = commands.add_parser("label-space", help=f"{' -> '.join(LABEL_SPACE_STAGES)}; "
@@ -423,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a run; prints the directory holding metrics.json")
     evaluate.add_argument("--label-space", type=Path, required=True, help="label space directory")
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="a training run directory or a .pth file")
-    _add_stage_options(evaluate, ["train", "evaluate"])
+    add_model_options(evaluate.add_argument_group("train"), stage("train").params,
+                      exclude=(*PROCESS_LAYOUT, "held_out_images"))  # the run's record says which it trained with
+    _add_stage_options(evaluate, ["evaluate"])
     _add_store(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
@@ -435,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also copy the outputs to this directory (default: print the artifact directory)")
     add_model_options(predict.add_argument_group("predict"), stage("predict").params, exclude=("images",))
     add_model_options(predict.add_argument_group("model", "a --config given takes none of the run's --cfg-options"),
-                      stage("train").params, exclude=("data_root", "held_out"), default="the run's own")
+                      stage("train").params, exclude=("data_root", "held_out", "held_out_images", *PROCESS_LAYOUT),
+                      default="the run's own")
     add_model_options(predict.add_argument_group("describing new class names (--classes with a list)"),
                       stage("describe").params, exclude=("dataset", "descriptors"))
     add_model_options(predict.add_argument_group("verifying new classes' descriptions"), stage("verify").params)
@@ -459,9 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(gc)
     gc.set_defaults(run=cmd_gc)
 
+    from tasks.label_space.llm.engines import ENGINES, LOCAL_ENGINE
+
     llm = commands.add_parser("llm", help="the local LLM server").add_subparsers(dest="llm_command", required=True)
     serve = llm.add_parser("serve", help="serve an OpenAI-compatible LLM on 127.0.0.1 (foreground)")
-    serve.add_argument("--engine", choices=["llama-cpp", "vllm"], default="llama-cpp")
+    serve.add_argument("--engine", choices=list(ENGINES), default=LOCAL_ENGINE)
     serve.add_argument("--model", help="GGUF path (llama-cpp; default: the packaged Gemma-3-270M) "
                                        "or a model name (vllm, e.g. meta-llama/Llama-2-7b-chat-hf)")
     serve.add_argument("--port", type=int, default=8000)
@@ -517,10 +514,11 @@ def _quiet_library_logs(verbose: bool) -> None:
 
 def _is_expected(error: BaseException) -> bool:
     """Bad input, a damaged store or an unreachable service, not a bug: every such error of the
-    project derives from ``ProLabError``."""
+    project derives from ``ProLabError`` (a missing path the user named too: ``MissingInputError``);
+    any other error, a ``FileNotFoundError`` from a bug included, keeps its traceback."""
     from prolab_models.errors import ProLabError
 
-    return isinstance(error, (ProLabError, FileNotFoundError, NotADirectoryError, PermissionError))
+    return isinstance(error, ProLabError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

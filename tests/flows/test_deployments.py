@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.request
 from pathlib import Path
+from uuid import UUID
 
 from data.demo import DEMO_CLASSES
 from tasks.processes import free_port
@@ -77,6 +79,56 @@ def test_the_predict_deployment_predicts_with_the_stored_run_and_an_unchanged_re
     [predicted] = demo_run.store.glob("predict/*/predictions.json")
     assert [r["name"] for r in json.loads(predicted.read_text())["images"]] == [path.stem for path in images]
     assert {"predict", artifact_key("predict", "vis", images[0].stem)} <= run_artifact_keys(demo_run.env, runs[0])
+
+
+def _files(run: Path) -> set[str]:
+    """A training run's files, with the timestamp mmengine names its log directory and files by made alike."""
+    return {re.sub(r"\d{8}_\d{6}", "<time>", path.relative_to(run).as_posix()) for path in run.rglob("*")
+            if path.is_file()}
+
+
+def _task_run_logs(env: dict[str, str], flow_run_id: UUID, timeout: float = 30) -> list[str]:
+    """The messages logged in the flow run's task runs, once the server has them (shipped in batches)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline, page = time.monotonic() + timeout, 200
+    this_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    with api(env) as client:
+        while True:
+            logs, offset = [], 0
+            while len(logs) == offset:  # the server answers a page at a time
+                logs += client.read_logs(this_run, limit=page, offset=offset)
+                offset += page
+            messages = [log.message for log in logs if log.task_run_id is not None]
+            if any("Iter(train)" in message for message in messages) or time.monotonic() > deadline:
+                return messages
+            time.sleep(1)
+
+
+def test_the_train_deployment_trains_in_two_processes_logged_in_its_task_run_and_the_run_evaluates(
+        demo_run: DemoRun) -> None:
+    params = {**demo_run.params, "train": {**demo_run.params["train"], "nproc_per_node": 2}}
+    started = time.monotonic()
+    flow_run = wait_final(demo_run.env, start_deployment(demo_run.env, "train/train", params), timeout=600)
+    assert flow_run.state.name == "Completed", flow_run.state.message
+    print(f"train/train in two processes: {time.monotonic() - started:.1f} s")
+    assert stage_states(demo_run.env, flow_run.id, 1) == {"train": "Completed"}
+    logs = _task_run_logs(demo_run.env, flow_run.id)
+    assert any(re.search(r"Iter\(train\) \[2/2\]", message) for message in logs), logs[-20:]
+    assert any("GPU number: 2" in message for message in logs), "mmengine's world size, from rank 0's output"
+
+    manifests = {path.parent: json.loads(path.read_text()) for path in demo_run.store.glob("train/*/manifest.json")}
+    (two,) = [run for run, manifest in manifests.items() if manifest["params"].get("world_size") == 2]
+    (one,) = [run for run, manifest in manifests.items()
+              if manifest["inputs"] == manifests[two]["inputs"] and "world_size" not in manifest["params"]]
+    assert _files(two) == _files(one), "the same files as the one-process run of the same parameters"
+
+    evaluated = wait_final(demo_run.env, start_deployment(demo_run.env, "evaluate/evaluate", params))
+    assert evaluated.state.name == "Completed", evaluated.state.message
+    assert stage_states(demo_run.env, evaluated.id, 1) == {"evaluate": "Completed"}
+    (metrics,) = [path for path in demo_run.store.glob("evaluate/*/manifest.json")
+                  if json.loads(path.read_text())["inputs"]["run"] == f"train/{two.name}"]
+    assert 0 <= json.loads((metrics.parent / "metrics.json").read_text())["mIoU"] <= 100
 
 
 def test_a_stage_without_its_input_fails_naming_the_stage_to_run_first(demo_run: DemoRun) -> None:

@@ -42,3 +42,14 @@ def test_predict_gives_the_runs_own_config_as_its_default_where_train_gives_the_
     assert "(default: demo)" not in predict and "or a path (default: demo)" in train
     assert "--cfg-options KEY=VALUE [KEY=VALUE ...] mmengine config overrides, as mmseg's --cfg-options: " \
            "train_cfg.max_iters=400 on the command line" in train
+
+
+def test_only_train_takes_the_process_layout_and_the_layout_is_trains() -> None:
+    from flows.cli import build_parser
+    from tasks.params import PROCESS_LAYOUT, TrainParams
+
+    assert set(PROCESS_LAYOUT) <= set(TrainParams.model_fields)
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    helps = {name: commands[name].format_help() for name in ("train", "evaluate", "predict")}
+    for option in ("--nproc-per-node", "--nnodes", "--launcher"):
+        assert option in helps["train"] and option not in helps["evaluate"] and option not in helps["predict"]

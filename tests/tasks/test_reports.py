@@ -134,7 +134,7 @@ def test_train_reports_curves_time_per_iteration_and_config(tmp_path: Path) -> N
     text = reports["train"].data
     for expected in ("| config | demo |", '`{"train_cfg.max_iters": 5}`', "| iterations | 5 |",
                      "| seconds per iteration | 0.500 |", "| last loss | 0.4000 |", "| checkpoints | iter_5.pth |",
-                     "| stage time (s) | 12.5 |", "train_cfg = dict(max_iters=5)"):
+                     "| processes | 1 |", "| stage time (s) | 12.5 |", "train_cfg = dict(max_iters=5)"):
         assert expected in text, expected
     assert reports["train"].description == "demo: 5 iterations, last loss 0.4000"
 
