@@ -1,8 +1,10 @@
-"""Small PNG pictures of predictions, properties, label spaces and training, for the Prefect UI.
+"""The stages' pictures: figures for the Prefect UI, and predict's label maps, overlays and tiles.
 
-The UI shows them inline as data URIs, so every file is kept under ``MAX_PNG_BYTES``: figures
-are drawn at 80 dpi, and a PNG that still comes out larger is re-encoded with a 256-colour
-palette, then downscaled. Figures use matplotlib's object API (``Figure``, rendered by Agg), so
+The figures (label spaces, training curves, IoU, confusion, overlays and property maps of
+evaluate's images) are shown inline in the UI as data URIs, so each file is kept under
+``MAX_PNG_BYTES``: drawn at 80 dpi, and a PNG that still comes out larger is re-encoded with a
+256-colour palette, then downscaled. Predict's pictures are its outputs, one set per image at
+the image's size, drawn with numpy and PIL in milliseconds. Figures use matplotlib's object API (``Figure``, rendered by Agg), so
 nothing touches pyplot's global state or the user's backend, and tasks may draw concurrently.
 """
 
@@ -234,6 +236,33 @@ def save_iou_bars(per_class_iou: Mapping[str, float], path: str | Path) -> Path:
         ax.invert_yaxis()
         ax.set_xlim(0, limit * 1.1)
         ax.set_xlabel("IoU (%)" if limit == 100.0 else "IoU")
+        return _save(fig, path)
+
+
+def save_seen_unseen_curve(curves: Mapping[str, Sequence[Mapping[str, float | None]]], path: str | Path,
+                           marked: float | None = None) -> Path:
+    """Calibrated stacking's seen-unseen curves: unseen mIoU across, seen mIoU up, one line per
+    curve (``{label: [{"gamma", "mIoU_seen", "mIoU_unseen"}, ...]}``, percent), the point at γ =
+    ``marked`` ringed on the first one."""
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(4.0, 3.4), layout="constrained")
+        ax = fig.subplots()
+        for label, rows in curves.items():
+            points = [(r["mIoU_unseen"], r["mIoU_seen"]) for r in rows
+                      if r["mIoU_unseen"] is not None and r["mIoU_seen"] is not None]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", markersize=2, linewidth=1,
+                    label=label)
+        first = next(iter(curves.values()), [])
+        at = next((r for r in first if marked is not None and r["gamma"] == marked), None)
+        if at is not None and at["mIoU_unseen"] is not None and at["mIoU_seen"] is not None:
+            ax.plot([at["mIoU_unseen"]], [at["mIoU_seen"]], "o", fillstyle="none", color="black",
+                    label=f"chosen γ = {marked:g}")
+        ax.set_xlabel("unseen mIoU (%)")
+        ax.set_ylabel("seen mIoU (%)")
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 100)
+        ax.set_title("seen vs unseen mIoU over γ")
+        ax.legend(loc="upper right")
         return _save(fig, path)
 
 

@@ -1,3 +1,3 @@
-from prolab_models.evaluation.metrics import PerClassIoUMetric, PropertyMetric
+from prolab_models.evaluation.metrics import CalibrationSweepMetric, PerClassIoUMetric, PropertyMetric
 
-__all__ = ["PerClassIoUMetric", "PropertyMetric"]
+__all__ = ["CalibrationSweepMetric", "PerClassIoUMetric", "PropertyMetric"]

@@ -5,6 +5,8 @@
 - ``PropertyMetric``: pixel-level precision and recall of every property, predicted where
   p > threshold, true where the ground-truth class has the property; needs the
   ``pred_properties`` that ``PropertyEncoderDecoder`` returns.
+- ``CalibrationSweepMetric``: the pixel counts behind calibrated stacking's sweep over γ
+  (``tasks.model.calibration`` turns them into the seen-unseen curve).
 """
 
 from __future__ import annotations
@@ -101,3 +103,58 @@ class PropertyMetric(BaseMetric):
             metrics[f"precision.{i:03d}"] = float(np.round(precision[i], 2))
             metrics[f"recall.{i:03d}"] = float(np.round(recall[i], 2))
         return metrics
+
+
+@METRICS.register_module()
+class CalibrationSweepMetric(BaseMetric):
+    """The counts behind calibrated stacking's sweep (``tasks.model.calibration``): per pixel, the
+    best seen and the best unseen class by score (``seg_logits``, the raw cosines, whatever
+    calibration the prediction used) and the cell of d = (seen score) - (unseen score) on
+    ``grid`` (k = how many grid points are <= d); per cell, how many pixels each class would be
+    predicted on, and correctly, from either side. Kept in ``counts``; returns no figure.
+
+    Args:
+        unseen: the indices of the unseen classes (the rest are seen).
+        grid: the γ values of the sweep, ascending.
+    """
+
+    default_prefix = "calibration"
+
+    def __init__(self, unseen: Sequence[int] = (), grid: Sequence[float] = (), ignore_index: int = 255,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not unseen or not grid:
+            raise ValueError("CalibrationSweepMetric: give the unseen classes' indices and the grid of γ")
+        self.unseen = sorted(int(i) for i in unseen)
+        self.grid = torch.tensor(sorted(float(g) for g in grid), dtype=torch.float64)
+        self.ignore_index = ignore_index
+        self.counts: dict[str, np.ndarray] | None = None
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        for sample in data_samples:
+            scores = sample["seg_logits"]["data"].flatten(1).cpu().double()  # (C, pixels)
+            num_classes = scores.shape[0]
+            label, valid = _valid_pixels(sample, num_classes, self.ignore_index)
+            label, scores = label[valid].cpu(), scores[:, valid.cpu()]
+            is_unseen = torch.zeros(num_classes, dtype=torch.bool)
+            is_unseen[self.unseen] = True
+            seen_ids, unseen_ids = torch.nonzero(~is_unseen).flatten(), torch.nonzero(is_unseen).flatten()
+            seen_score, seen_best = scores[seen_ids].max(0)
+            unseen_score, unseen_best = scores[unseen_ids].max(0)
+            seen_best, unseen_best = seen_ids[seen_best], unseen_ids[unseen_best]
+            cell = torch.searchsorted(self.grid, seen_score - unseen_score, right=True)
+            cells = len(self.grid) + 1
+
+            def count(predicted: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+                index = cell[where] * num_classes + predicted[where]
+                return torch.bincount(index, minlength=cells * num_classes).reshape(cells, num_classes)
+
+            everywhere = torch.ones_like(label, dtype=torch.bool)
+            self.results.append({
+                "seen_pred": count(seen_best, everywhere), "seen_hit": count(seen_best, seen_best == label),
+                "unseen_pred": count(unseen_best, everywhere), "unseen_hit": count(unseen_best, unseen_best == label),
+                "truth": torch.bincount(label, minlength=num_classes)})
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        self.counts = {name: sum(r[name] for r in results).numpy() for name in results[0]}
+        return {}

@@ -20,6 +20,13 @@ flag them, one reason a line, with the score behind it, so that nothing is dropp
   building"), than to its own, by a margin, and close to it in absolute terms (a generic line
   such as "smooth surface" is nearer to some other class among 150 by chance, not about it);
   ``points_to`` names that class;
+- ``other_class``: closer to another class's descriptions (the mean of their embeddings; the
+  line itself left out of its own class's mean) than to its own class's, by a margin, and closer
+  to that class's sentence than to its own class's, by a second margin. It catches a line about
+  another class of the same dataset that is not close to that class's name ("has handlebars and
+  pedals" said of a car: its parts, not "a bicycle"); the sentence margin keeps out generic lines
+  ("texture can range from smooth to rough") that one class's descriptions happen to be nearer
+  to; ``points_to`` names that class;
 - ``too_long``: more characters than a limit (off by default);
 - ``near_duplicate``: as close to an earlier kept line of the same class as a paraphrase is;
   the first one is kept (``duplicate_of``).
@@ -45,13 +52,14 @@ from tasks.errors import ProLabError
 from tasks.label_space.descriptors import load_descriptions, write_descriptions
 from tasks.params import EndToEndParams, VerifyParams
 from tasks.reports import Report, markdown_table, read_json
-from tasks.stage import StagePlan, materialize
+from tasks.stage import StagePlan, declared_params, materialize
 from tasks.store import ArtifactStore
 
 # Texts in, one row per text out (unit vectors, or vectors that are normalised here).
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
-REASONS = ("copied", "question", "other_script", "leaks_class_name", "misattributed", "too_long", "near_duplicate")
+REASONS = ("copied", "question", "other_script", "leaks_class_name", "misattributed", "other_class", "too_long",
+           "near_duplicate")
 COLUMNS = ["class", "index", "text", "kept", "reason", "score", "points_to", "duplicate_of"]
 
 
@@ -93,8 +101,8 @@ def verify_descriptions(
     imported descriptions); a line copied from the example of its own category is not
     flagged, since it describes that category. ``score`` is the figure the reason rests on:
     a cosine (copied, leaks_class_name, near_duplicate), the margin by which another class is
-    closer (misattributed), the length in characters (too_long), the Latin share of the letters
-    (other_script); NaN for kept lines and questions.
+    closer (misattributed: its sentence; other_class: its descriptions), the length in characters
+    (too_long), the Latin share of the letters (other_script); NaN for kept lines and questions.
     """
     if not descriptions:
         raise VerifyError("no classes to verify")
@@ -119,6 +127,11 @@ def verify_descriptions(
     name_vectors = vec(classes)
     sentence_similarity = line_vectors @ vec(sentences).T  # lines x classes
     example_similarity = line_vectors @ vec([line for _, line in example_lines]).T
+    # Each class's descriptions as the sum of their vectors; a line is taken out of its own
+    # class's sum before it is compared with it, or it would vote for itself.
+    owner = np.array([c for c, _, _ in lines], dtype=int)
+    class_sums = np.stack([line_vectors[owner == c].sum(axis=0) for c in range(len(classes))])
+    class_counts = np.bincount(owner, minlength=len(classes))
 
     records = []
     kept_vectors: dict[int, list[tuple[int, np.ndarray]]] = {}
@@ -156,6 +169,18 @@ def verify_descriptions(
             margin = float(similarities[other] - own)
             if margin >= params.misattributed_margin and similarities[other] >= params.misattributed_min_cosine:
                 reason, score, points_to = "misattributed", margin, classes[other]
+        # Only with another line of its own class to compare with: a lone line has no class mean.
+        if reason is None and params.other_class_margin is not None and len(classes) > 1 and class_counts[c] > 1:
+            centroids = class_sums.copy()
+            centroids[c] -= line_vectors[row]
+            similarities = _normalise(centroids) @ line_vectors[row]
+            own = similarities[c]
+            similarities[c] = -np.inf
+            other = int(np.argmax(similarities))
+            margin = float(similarities[other] - own)
+            sentence_margin = float(sentence_similarity[row, other] - sentence_similarity[row, c])
+            if margin >= params.other_class_margin and sentence_margin >= params.other_class_sentence_margin:
+                reason, score, points_to = "other_class", margin, classes[other]
         if reason is None and params.max_chars is not None and len(text) > params.max_chars:
             reason, score = "too_long", float(len(text))
         if reason is None and params.near_duplicate_cosine is not None:
@@ -199,7 +224,9 @@ def flagged_counts(table: pd.DataFrame) -> dict[str, int]:
 
 # --------------------------------------------------------------------------------- the stage
 
-VERSION = "2"  # 2: the question and other_script rules
+VERSION = "3"  # 2: the question and other_script rules; 3: the key holds the declared parameters (READS)
+# What verify's key reads when it is on (off, the descriptions pass through and it reads nothing).
+READS = ("label_space.verify", "label_space.embed.embedder")
 TABLE = "verification.parquet"
 REPORT = "verify_report.json"
 
@@ -208,7 +235,7 @@ def examples_for(params: EndToEndParams) -> dict[str, tuple[str, ...]]:
     """The worked examples the descriptions may have copied: the few-shot prompt's, when an LLM
     was asked with it; none for the aspects prompt (it shows none) or a descriptors file."""
     from tasks.label_space.describe import prompt_style
-    from tasks.label_space.llm import EXAMPLES
+    from tasks.label_space.llm.prompts import EXAMPLES
 
     describe = params.label_space.describe
     return EXAMPLES if describe.source == "llm" and prompt_style(describe) == "few-shot" else {}
@@ -217,11 +244,9 @@ def examples_for(params: EndToEndParams) -> dict[str, tuple[str, ...]]:
 def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     """Off: the descriptions pass through. On: the key holds every threshold, the embedder
     and the worked examples compared against."""
-    label_space = params.label_space
-    settings: dict = {"enabled": label_space.verifies}
-    if label_space.verifies:
-        settings.update(label_space.verify.model_dump(exclude={"enabled"}), embedder=label_space.embed.embedder,
-                        examples=examples_for(params))
+    settings: dict = {"enabled": params.label_space.verifies}
+    if params.label_space.verifies:
+        settings.update(declared_params(params, READS), examples=examples_for(params))
     return StagePlan("verify", VERSION, settings, {"descriptions": inputs["descriptions"]}, sources=())
 
 
@@ -238,7 +263,7 @@ def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], sto
         descriptions = load_descriptions(inputs["descriptions"])
         if label_space.verifies:
             embed = partial(embed_texts, embedder=label_space.embed.embedder,
-                            cache_dir=store.root / ".cache" / "embeddings")
+                            cache_dir=store.embedding_cache)
             table = verify_descriptions(descriptions, embed, label_space.verify, examples_for(params))
             kept, kept_whole = kept_descriptions(table, label_space.verify.keep_flagged)
         else:

@@ -11,7 +11,10 @@ is: the held-out classes are added back to the model's class matrix from their d
 (``tasks.label_space.transfer``, ``PropertyEncoderDecoder.use_classes``), every class is scored,
 and ``metrics.json`` adds the mIoU of the seen and of the unseen classes and their harmonic mean
 (hIoU), beside two controls that score each unseen class with another class's descriptions and
-with random words.
+with random words. With held-out classes, ``calibration`` γ lowers the seen classes' scores
+before the argmax (``tasks.model.calibration``), and every evaluation also sweeps γ: the
+seen-unseen curve (a picture), its area (AUSUC), and seen, unseen and hIoU at the γ chosen on
+the training images that hold a held-out class (never on the split reported).
 """
 
 from __future__ import annotations
@@ -48,12 +51,14 @@ from tasks.label_space.transfer import (
     swapped_descriptions,
     write_scoring_label_space,
 )
+from tasks.model import calibration as calibrated
 from tasks.model.checkpoints import last_checkpoint, loading_checkpoint
 from tasks.model.runs import (
     RunRecord,
     build_config,
     check_held_out_run,
     check_inputs,
+    images_holding,
     logs_to_stderr,
     model_identity,
     resolve_data_root,
@@ -62,18 +67,29 @@ from tasks.model.runs import (
 )
 from tasks.params import SIMILARITY_FLOOR, EndToEndParams
 from tasks.reports import Report, artifact_key, image, markdown_table, read_json
-from tasks.stage import StagePlan, materialize
+from tasks.stage import StagePlan, declared_params, materialize
 from tasks.store import ArtifactStore
-from tasks.visualization import save_activation_maps, save_confusion_matrix, save_iou_bars, save_overlays
+from tasks.visualization import (
+    save_activation_maps,
+    save_confusion_matrix,
+    save_iou_bars,
+    save_overlays,
+    save_seen_unseen_curve,
+)
 
-VERSION = "3"
+VERSION = "4"  # 4: the key holds the declared parameters (READS), by name
+# What evaluate's key reads besides its inputs (the run and the label space): its own section,
+# and the classes held out of training, which it adds back from their words.
+READS = ("evaluate", "train.held_out")
 METRICS_FILE = "metrics.json"
 SCORING_LABEL_SPACE = "label_space"  # with held-out classes: every class's rows, the unseen ones from words
 PICTURE_CAPTIONS = {
     "overlays": "image | ground truth | prediction",
     "confusion_matrix": "confusion matrix, rows normalised: where each class's pixels went",
     "iou_per_class": "IoU per class, best first",
+    "seen_unseen_curve": "seen vs unseen mIoU as the seen classes' scores are lowered by γ (calibrated stacking)",
 }
+SWEEP = "CalibrationSweepMetric"
 
 
 def _finite(value: float) -> float | None:
@@ -218,6 +234,27 @@ def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if is_model_wrapper(model) else model
 
 
+def _sweep_metric(unseen: Sequence[int]) -> dict[str, Any]:
+    return dict(type=SWEEP, unseen=list(unseen), grid=[float(g) for g in calibrated.GRID])
+
+
+def _sweep_counts(evaluator: Any) -> dict[str, np.ndarray]:
+    return next(metric for metric in evaluator.metrics if type(metric).__name__ == SWEEP).counts
+
+
+def _calibration_loader(cfg: Any, held_out: Sequence[str], classes: Sequence[str]) -> tuple[dict | None, int]:
+    """A test loader (the test pipeline) over the training split's images that hold a held-out
+    class, where γ is chosen: never the split reported, and the images ZS3Net's protocol leaves
+    out of training. None when no training image holds one."""
+    dataset = cfg.train_dataloader.dataset
+    holding, _ = images_holding(dataset, held_out, classes)
+    if not holding:
+        return None, 0
+    loader = cfg.test_dataloader.to_dict()
+    loader["dataset"] = {**dataset.to_dict(), "pipeline": loader["dataset"]["pipeline"], "indices": holding}
+    return loader, len(holding)
+
+
 def evaluate(
     config: str | Path,
     label_space: Path,
@@ -230,6 +267,7 @@ def evaluate(
     held_out: Sequence[str] = (),
     embed: EmbedFn | None = None,
     floor: float = SIMILARITY_FLOOR,
+    calibration: float = 0.0,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` (a .pth file, or a work dir: its last checkpoint) on ``split``;
     write ``metrics.json`` (mIoU, aAcc and per-class IoU in percent, property precision and
@@ -239,8 +277,13 @@ def evaluate(
     derived from). They are added back from their descriptions (``tasks.label_space.transfer``;
     ``embed`` embeds them, by default with the label space's embedder through the default
     store's cache) and every class is scored; ``metrics.json`` adds ``mIoU_seen``,
-    ``mIoU_unseen``, ``hIoU`` and the same for the two controls."""
+    ``mIoU_unseen``, ``hIoU`` and the same for the two controls, at ``calibration`` γ (the seen
+    classes' scores lowered by it before the argmax), and under ``calibration`` the sweep over γ:
+    the curve, AUSUC, and the figures at the γ chosen by ``calibration.CHOICE_RULE``."""
     out_dir = Path(out_dir)
+    if calibration and not held_out:
+        raise ProLabInputError(f"--calibration {calibration}: it lowers the trained classes' scores against classes "
+                               f"scored from words; evaluate a run with --held-out, or leave it at 0")
     space = load_label_space(label_space)
     checkpoint_file = last_checkpoint(Path(checkpoint))
     record = check_held_out_run(Path(checkpoint), held_out)
@@ -260,7 +303,10 @@ def evaluate(
                              out_dir)
         model_space = transfer.trained
         use_label_space(cfg, model_space.path, model_space.num_classes)
+        seen = torch.tensor([name not in transfer.unseen for name in space.classes])
     cfg.test_evaluator = [dict(type="PerClassIoUMetric", iou_metrics=["mIoU"])]
+    if transfer is not None:
+        cfg.test_evaluator.append(_sweep_metric([space.classes.index(name) for name in transfer.unseen]))
     if property_model:
         scored = transfer.scoring_dir if transfer is not None else space.path
         cfg.test_evaluator.append(dict(type="PropertyMetric", label_space=str(scored)))
@@ -276,17 +322,20 @@ def evaluate(
             raise LabelSpaceMismatchError(f"{checkpoint_file}: {error}") from None
         model = _unwrapped(runner.model)
         if transfer is not None:
-            model.use_classes(torch.from_numpy(transfer.scoring.multi_hot))
+            _score_with(model, transfer.scoring, seen, calibration)
         start = time.perf_counter()
         metrics = runner.test()
         seconds = time.perf_counter() - start
         confusion = runner.test_evaluator.metrics[0].confusion
         control_metrics = {}
         if transfer is not None:
+            counts = {"own": _sweep_counts(runner.test_evaluator)}
             for name, rows in transfer.controls.items():
-                model.use_classes(torch.from_numpy(rows.multi_hot))
+                _score_with(model, rows, seen, calibration)
                 control_metrics[name] = runner.test()
-            model.use_classes(torch.from_numpy(transfer.scoring.multi_hot))  # the pictures show the own rows
+                counts[name] = _sweep_counts(runner.test_evaluator)
+            sweeps = _sweeps(runner, cfg, transfer, model, seen, counts)
+            _score_with(model, transfer.scoring, seen, calibration)  # the pictures show the own rows
         classes = list(runner.test_dataloader.dataset.metainfo["classes"])
         num_images = len(runner.test_dataloader.dataset)
         scored_space = load_label_space(transfer.scoring_dir) if transfer is not None else space
@@ -295,20 +344,65 @@ def evaluate(
                       num_images=num_images, seconds_per_image=round(seconds / max(num_images, 1), 4))
         if transfer is not None:
             result.update(_transfer_summary(transfer, result, control_metrics))
+            result["held_out_images"] = record.held_out_images or {"rule": "ignore"}
+            _add_calibration(result, sweeps, calibration, out_dir)
         (out_dir / METRICS_FILE).write_text(json.dumps(result, indent=2, allow_nan=False))
         _draw(out_dir, runner, result, confusion, scored_space if property_model else None, num_pictures)
     return result
 
 
 
+def _score_with(model: torch.nn.Module, rows: ClassRows, seen: torch.Tensor, gamma: float) -> None:
+    model.use_classes(torch.from_numpy(rows.multi_hot))
+    model.calibrate(seen, gamma)
+
+
+def _sweeps(runner: Runner, cfg: Any, transfer: Transfer, model: torch.nn.Module, seen: torch.Tensor,
+            counts: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """The sweep's curve on the reported split for the own rows and each control (``counts``), and
+    the curve each is chosen on: the same rows scored on the calibration images."""
+    from mmengine.runner import TestLoop
+
+    unseen = ~seen.numpy()
+    loader, images = _calibration_loader(cfg, transfer.unseen, transfer.scoring.classes)
+    found: dict[str, Any] = {"images": images, "curves": {}, "chosen_on": {}}
+    for name, rows in {"own": transfer.scoring, **transfer.controls}.items():
+        found["curves"][name] = calibrated.curve(counts[name], unseen)
+        found["chosen_on"][name] = None
+        if loader is not None:
+            _score_with(model, rows, seen, 0.0)
+            loop = TestLoop(runner, loader, [_sweep_metric(list(np.flatnonzero(unseen)))])
+            loop.run()
+            found["chosen_on"][name] = calibrated.curve(_sweep_counts(loop.evaluator), unseen)
+    return found
+
+
+def _add_calibration(result: dict[str, Any], sweeps: dict[str, Any], gamma: float, out_dir: Path) -> None:
+    """``calibration`` in metrics.json (the own rows' curve, AUSUC, the chosen γ and the figures
+    at it; each control's the same without its curve) and the curves' picture."""
+    own = calibrated.summary(sweeps["curves"]["own"], sweeps["chosen_on"]["own"])
+    result["calibration"] = {"gamma": gamma, "rule": calibrated.CHOICE_RULE, "chosen_on_images": sweeps["images"],
+                             **own, "curve": sweeps["curves"]["own"]}
+    for name in result["controls"]:
+        result["controls"][name]["calibration"] = calibrated.summary(sweeps["curves"][name],
+                                                                     sweeps["chosen_on"][name])
+    labels = {"own": "own descriptions", "swapped": "another class's descriptions", "random_words": "random words"}
+    save_seen_unseen_curve({labels[name]: rows for name, rows in sweeps["curves"].items()},
+                           out_dir / "seen_unseen_curve.png", own["chosen_gamma"])
+
+
 def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     """``inputs``: the training run's and the label space's references. Held-out classes (and
-    the similarity floor that adds them back) are named in the key."""
+    the similarity floor that adds them back, and the calibration γ) are named in the key; a γ
+    without them is refused here."""
     identity = model_identity(params.train)
     select_test_split(identity.config, params.train.config, params.evaluate.split)  # refused here, before any stage runs
-    settings: dict[str, Any] = {"split": params.evaluate.split, "config_sha256": identity.config_sha256}
+    settings: dict[str, Any] = {**declared_params(params, READS), "config_sha256": identity.config_sha256}
     if params.train.held_out:
-        settings.update(held_out=list(params.train.held_out), floor=SIMILARITY_FLOOR)
+        settings["floor"] = SIMILARITY_FLOOR
+    elif params.evaluate.calibration:
+        raise ProLabInputError(f"--calibration {params.evaluate.calibration}: it lowers the trained classes' scores "
+                               f"against classes scored from words; give --held-out, or leave it at 0")
     return StagePlan("evaluate", VERSION, settings,
                      {"run": inputs["run"], "label_space": inputs["label_space"], "dataset": identity.dataset},
                      identity.sources)
@@ -324,16 +418,18 @@ def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], sto
         if settings.held_out:
             from tasks.label_space.embed import text_embedder
 
-            embed = text_embedder(load_label_space(inputs["label_space"]).embedder, store.root / ".cache" / "embeddings")
+            embed = text_embedder(load_label_space(inputs["label_space"]).embedder, store.embedding_cache)
         evaluate(settings.config, inputs["label_space"], inputs["run"], out, resolve_data_root(settings),
-                 params.evaluate.split, settings.cfg_options, held_out=settings.held_out, embed=embed)
+                 params.evaluate.split, settings.cfg_options, held_out=settings.held_out, embed=embed,
+                 calibration=params.evaluate.calibration)
 
     return materialize(store, plan, build)
 
 
 def run_name(params: EndToEndParams) -> str:
-    held_out = params.train.held_out
-    return f"evaluate {params.evaluate.split}" + (f", {', '.join(held_out)} held out" if held_out else "")
+    held_out, gamma = params.train.held_out, params.evaluate.calibration
+    return (f"evaluate {params.evaluate.split}" + (f", {', '.join(held_out)} held out" if held_out else "")
+            + (f", γ {gamma:g}" if gamma else ""))
 
 
 def twin_evaluation(store: ArtifactStore, plan: StagePlan, twin_config: str) -> Path | None:
@@ -345,11 +441,12 @@ def twin_evaluation(store: ArtifactStore, plan: StagePlan, twin_config: str) -> 
             continue
         manifest = read_json(directory / MANIFEST) or {}
         inputs, settings = manifest.get("inputs", {}), manifest.get("params", {})
-        if inputs.get("dataset") != plan.inputs["dataset"] or settings.get("split") != plan.params["split"]:
+        split = settings.get("evaluate.split")
+        if inputs.get("dataset") != plan.inputs["dataset"] or split != plan.params["evaluate.split"]:
             continue
         run = str(inputs.get("run", ""))
         trained = read_json(store.root / run / MANIFEST) if run.startswith("train/") else None
-        if trained is not None and trained.get("params", {}).get("config") == twin_config:
+        if trained is not None and trained.get("params", {}).get("train.config") == twin_config:
             found.append((str(manifest.get("created", "")), directory))
     return max(found)[1] if found else None
 
@@ -396,7 +493,29 @@ def _transfer_report(metrics: dict[str, Any]) -> Report:
         summary[label] = " / ".join(_percent(controls[name][k]) for k in ("mIoU_seen", "mIoU_unseen", "hIoU"))
     headline = (f"**held out {', '.join(metrics['held_out'])}: mIoU seen {_percent(metrics['mIoU_seen'])}, "
                 f"unseen {_percent(metrics['mIoU_unseen'])}, hIoU {_percent(metrics['hIoU'])}**")
-    return Report("evaluate-transfer", "table", rows, headline + "\n\n" + markdown_table(summary))
+    text = headline + "\n\n" + markdown_table(summary)
+    if "calibration" in metrics:
+        text += "\n\n" + _calibration_text(metrics)
+    return Report("evaluate-transfer", "table", rows, text)
+
+
+def _calibration_text(metrics: dict[str, Any]) -> str:
+    """Which protocol and γ the figures above are at, and the calibrated ones: at the chosen γ and
+    the area under the seen-unseen curve, for the own descriptions and each control."""
+    found, images = metrics["calibration"], metrics.get("held_out_images", {})
+    rule = images.get("rule", "ignore")
+    dropped = f" ({images['dropped']} of {images['of']} training images dropped)" if rule == "drop" else ""
+    lines = [f"Training images holding a held-out class: **{rule}**{dropped}. Figures above at "
+             f"γ = {found['gamma']:g}. γ chosen as {found['rule']} ({found['chosen_on_images']} images)."]
+    table = {"": "chosen γ / mIoU seen / unseen / hIoU / AUSUC (percent)"}
+    for label, entry in (("own descriptions", found), ("another class's descriptions",
+                                                       metrics["controls"]["swapped"].get("calibration")),
+                         ("random-word descriptors", metrics["controls"]["random_words"].get("calibration"))):
+        if entry is not None:
+            gamma = "n/a" if entry["chosen_gamma"] is None else f"{entry['chosen_gamma']:g}"
+            table[label] = " / ".join([gamma, *(_percent(entry[k]) for k in ("mIoU_seen", "mIoU_unseen", "hIoU",
+                                                                              "AUSUC"))])
+    return "\n\n".join([*lines, markdown_table(table)])
 
 
 def _caption(stem: str) -> str:

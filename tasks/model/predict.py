@@ -48,10 +48,15 @@ from tasks.model.checkpoints import last_checkpoint, loading_checkpoint
 from tasks.model.runs import build_config, config_dataset_classes, config_dataset_palette, run_record
 from tasks.params import SIMILARITY_FLOOR, EndToEndParams
 from tasks.reports import Report, artifact_key, image, markdown_table, read_json
-from tasks.stage import StagePlan, input_ref, materialize
+from tasks.stage import StagePlan, declared_params, input_ref, materialize
 from tasks.store import ArtifactStore
 
-VERSION = "1"
+VERSION = "2"  # 2: the key holds the declared parameters (READS), by name
+# What predict's key reads. The images, the new classes' file and a label space given by path are
+# keyed by their content (the images' and label space's references, the classes' words), not
+# by where they lie.
+READS = ("predict",)
+UNKEYED = ("predict.images", "predict.classes", "predict.label_space")
 SUMMARY = "predictions.json"
 LABEL_MAPS, OVERLAYS, PROPERTY_MAPS, QUERY_MAPS = "pred", "vis", "properties", "queries"
 # What OpenCV decodes (mmcv's cv2 backend); in a directory, other files are listed as skipped.
@@ -220,6 +225,7 @@ def predict(
     floor: float = SIMILARITY_FLOOR,
     embed: EmbedFn | None = None,
     device: str | None = None,
+    calibration: float = 0.0,
 ) -> PredictSummary:
     """Predict with ``run`` (a work dir or a checkpoint) on ``images`` (files or directories),
     writing label maps, overlays, property maps and ``predictions.json`` into ``out_dir``.
@@ -227,11 +233,16 @@ def predict(
     ``label_space``: the one the run trained on (default: the run's own); ``classes``: new
     classes' descriptions, scored instead of the trained classes or, with ``add``, after them;
     ``queries``: properties in words; ``embed``: the texts' embedding function (default: the
-    label space's embedder through the default store's vector cache).
+    label space's embedder through the default store's vector cache); ``calibration``: with
+    ``add``, the trained classes' scores are lowered by this γ before the argmax, so that the new
+    classes, scored from words alone, can win (``tasks.model.calibration``).
     """
     from mmengine.dataset import pseudo_collate
 
     out_dir = Path(out_dir)
+    if calibration and not (classes and add):
+        raise PredictInputError(f"--calibration {calibration}: it lowers the trained classes' scores against new "
+                                f"ones; give --classes NEW.json --add, or leave it at 0")
     files, others = image_files(images)
     checkpoint = last_checkpoint(Path(run))
     trained = load_label_space(label_space or _run_label_space(Path(run)))
@@ -247,6 +258,8 @@ def predict(
     model = _build_model(cfg, checkpoint, device)
     if scoring.classes != trained.classes or not np.array_equal(scoring.multi_hot, trained.multi_hot):
         model.use_classes(torch.from_numpy(scoring.multi_hot))
+    if calibration:
+        model.calibrate(torch.tensor([name in trained.classes for name in scoring.classes]), calibration)
     pipeline, decode = _inference_pipeline(cfg)
     palette = _palette(cfg, scoring.classes)
     folders = [LABEL_MAPS, OVERLAYS, PROPERTY_MAPS] + [q["folder"] for q in query_results]
@@ -371,7 +384,7 @@ def _class_words_identity(params: EndToEndParams) -> dict[str, Any] | None:
     if isinstance(words, dict):
         return identity | {"descriptions_sha256": sha256_json(words)}
     from tasks.label_space.describe import llm_model, prompt_style
-    from tasks.label_space.llm import prompt_version
+    from tasks.label_space.llm.prompts import prompt_version
 
     describe = params.label_space.describe
     return identity | {"names": words, "model": llm_model(describe), "prompt_version": prompt_version(prompt_style(describe))}
@@ -386,8 +399,11 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     files, others = image_files(predict.images)
     if predict.add and predict.classes is None:
         raise PredictInputError("--add: give --classes NEW.json, the classes to add to the trained ones")
-    settings = {"config_sha256": config_sha256(params.train), "classes": _class_words_identity(params),
-                **predict.model_dump(mode="json", include={"add", "query", "floor", "top_properties", "query_properties"})}
+    if predict.calibration and not predict.add:
+        raise PredictInputError(f"--calibration {predict.calibration}: it lowers the trained classes' scores against "
+                                f"new ones; give --classes NEW.json --add, or leave it at 0")
+    settings = {**declared_params(params, READS, UNKEYED), "config_sha256": config_sha256(params.train),
+                "classes": _class_words_identity(params)}
     refs = {"run": inputs["run"], "images": _image_identity(files, others)}
     if predict.label_space is not None:
         refs["label_space"] = input_ref(predict.label_space)
@@ -405,11 +421,11 @@ def _new_class_descriptions(params: EndToEndParams, embed: EmbedFn, store: Artif
     if isinstance(words, dict):
         descriptions = words
     else:
-        from tasks.label_space.describe import llm_settings
-        from tasks.label_space.llm import describe_classes
+        from tasks.label_space.describe import describe_classes, llm_settings
+        from tasks.label_space.llm.cache import DESCRIBE_ANSWERS
 
         with llm_settings(params.label_space.describe) as settings:
-            descriptions = describe_classes(words, settings, store.root / ".cache" / "llm").descriptions
+            descriptions = describe_classes(words, settings, store.root / DESCRIBE_ANSWERS).descriptions
     verify = params.label_space.verify
     if not (verify.enabled if verify.enabled is not None else isinstance(words, list)):
         return descriptions
@@ -428,10 +444,11 @@ def run(plan: StagePlan, params: EndToEndParams, inputs: Mapping[str, Path], sto
 
     def build(out: Path) -> None:
         trained = load_label_space(asked.label_space or _run_label_space(inputs["run"]))
-        embed = text_embedder(trained.embedder, store.root / ".cache" / "embeddings")
+        embed = text_embedder(trained.embedder, store.embedding_cache)
         descriptions = _new_class_descriptions(params, embed, store, out)
         predict(inputs["run"], asked.images, out, settings.config, settings.cfg_options, trained.path, descriptions,
-                asked.add, asked.query, asked.top_properties, asked.query_properties, asked.floor, embed)
+                asked.add, asked.query, asked.top_properties, asked.query_properties, asked.floor, embed,
+                calibration=asked.calibration)
 
     return materialize(store, plan, build)
 

@@ -13,10 +13,11 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mmengine.config import Config
 
 from prolab_models.configs import (
@@ -152,6 +153,42 @@ def hold_out_classes(cfg: Config, held_out: list[str], source: str | Path) -> No
         dataset["metainfo"] = {**(dataset.get("metainfo") or {}), "classes": [c for c in classes if c not in held_out]}
 
 
+def images_holding(dataset_cfg: dict, wanted: Sequence[str], classes: Sequence[str]) -> tuple[list[int], int]:
+    """The indices of the images of a dataset config whose label map holds any of ``wanted``,
+    read as mmseg loads them (its ``LoadAnnotations``: ``reduce_zero_label`` applies) with the
+    dataset's full class list ``classes``, and how many images it has."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    labels = [list(classes).index(name) for name in wanted]
+    load = next((dict(step) for step in dataset_cfg.get("pipeline", []) if step.get("type") == "LoadAnnotations"),
+                dict(type="LoadAnnotations"))
+    init_default_scope("mmseg")
+    dataset = DATASETS.build({**dataset_cfg, "pipeline": [load], "metainfo": {"classes": list(classes)},
+                              "indices": None})
+    found = [index for index in range(len(dataset)) if np.isin(dataset[index]["gt_seg_map"], labels).any()]
+    return found, len(dataset)
+
+
+def drop_images_holding(cfg: Config, held_out: Sequence[str], classes: Sequence[str],
+                        source: str | Path) -> tuple[int, int]:
+    """ZS3Net's protocol: leave every training image that holds a held-out class out of the train
+    loader's dataset (mmengine's ``indices``). ``classes``: the dataset's own class list (before
+    ``hold_out_classes`` shortened it). Returns (images dropped, images before); refuses a
+    dataset left with none."""
+    dataset = cfg.train_dataloader.dataset
+    holding, total = images_holding(dataset, held_out, classes)
+    if len(holding) == total:
+        raise ProLabInputError(f"--held-out {','.join(held_out)} --held-out-images drop: every one of the {total} "
+                               f"training images of config {source} holds a held-out class, none is left to train "
+                               f"on; use --held-out-images ignore")
+    dropped = set(holding)
+    dataset["indices"] = [index for index in range(total) if index not in dropped]
+    log.warning("held-out images: %d of %d training images hold %s and are left out of training", len(holding),
+                total, ", ".join(held_out))
+    return len(holding), total
+
+
 def check_classes(space_classes: Sequence[str], dataset_cfg: dict, where: str | Path) -> None:
     """Refuse a label space (``where``: its directory, or what its classes come from) whose
     classes are not the dataset's: another count, or the same names in another label order."""
@@ -190,6 +227,7 @@ class RunRecord:
     held_out: list[str]
     config: str | None
     cfg_options: dict[str, Any]
+    held_out_images: dict[str, Any] = field(default_factory=dict)  # its rule, and how many images it dropped
 
 
 def run_record(run: Path) -> RunRecord:
@@ -203,7 +241,7 @@ def run_record(run: Path) -> RunRecord:
     path = Path(data["path"]) if data.get("path") else None
     return RunRecord(None if path is None else directory / path if not path.is_absolute() else path,
                      data.get("key"), list(data.get("held_out", [])), data.get("config"),
-                     dict(data.get("cfg_options") or {}))
+                     dict(data.get("cfg_options") or {}), dict(data.get("held_out_images") or {}))
 
 
 def check_held_out_run(run: Path, held_out: Sequence[str]) -> RunRecord:

@@ -176,6 +176,13 @@ MODEL: dict[str, Case] = {
     "label space of the dataset's classes in another order": (["train", "--label-space", "{in}/reversed"],
                                                               ["the same classes as the dataset ProLabDemoDataset in "
                                                                "another order (label 0 is 'sky'"]),
+    "--nproc-per-node 0": (["train", "--label-space", "{in}/good", "--nproc-per-node", "0"],
+                           ["--nproc-per-node: Input should be greater than or equal to 1"]),
+    "--nnodes 2 under torchrun": (["train", "--label-space", "{in}/good", "--nproc-per-node", "2", "--nnodes", "2"],
+                                  ["--launcher: Value error, torchrun starts processes on its own node only; "
+                                   "nnodes=2 needs launcher 'slurm'"]),
+    "--launcher that is neither torchrun nor srun": (["train", "--label-space", "{in}/good", "--launcher", "mpi"],
+                                                     ["argument --launcher: invalid choice: 'mpi'"]),
     "--held-out naming a class in two cases": (["train", "--label-space", "{in}/good", "--held-out", "car,Car"],
                                                ["--held-out: Value error, class names 'car' and 'Car' differ only in "
                                                 "case"]),
@@ -183,6 +190,16 @@ MODEL: dict[str, Case] = {
                                                          "{in}/damaged.pth", "--held-out", "car"],
                                                         ["{in}/damaged.pth: trained holding out no class, evaluated "
                                                          "with --held-out car; evaluate it with no --held-out"]),
+    "--held-out-images neither drop nor ignore": (["train", "--label-space", "{in}/good", "--held-out", "car",
+                                                   "--held-out-images", "skip"],
+                                                  ["--held-out-images: invalid choice: 'skip'"]),
+    "negative --calibration": (["evaluate", "--label-space", "{in}/good", "--checkpoint", "{in}/damaged.pth",
+                                "--held-out", "car", "--calibration", "-0.1"],
+                               ["--calibration: Input should be greater than or equal to 0"]),
+    "--calibration without held-out classes": (["evaluate", "--label-space", "{in}/good", "--checkpoint",
+                                                "{in}/damaged.pth", "--calibration", "0.1"],
+                                               ["--calibration 0.1: it lowers the trained classes' scores against "
+                                                "classes scored from words; give --held-out, or leave it at 0"]),
 }
 
 # prolab train --config FILE: the file's name in a one-line message.
@@ -233,6 +250,10 @@ DEPLOYMENT: dict[str, tuple[dict[str, Any], list[str]]] = {
     "misspelt nested field": ({"train": {"cfg_option": {}}}, ["params.train.cfg_option: Extra inputs are not"]),
     "split not val or test": ({"evaluate": {"split": "training"}},
                               ["params.evaluate.split: Input should be 'val' or 'test'"]),
+    "calibration above the scores' range": ({"evaluate": {"calibration": 1.5}},
+                                            ["params.evaluate.calibration: Input should be less than or equal to 1"]),
+    "held-out images neither drop nor ignore": ({"train": {"held_out": ["car"], "held_out_images": "skip"}},
+                                                ["params.train.held_out_images: Input should be 'drop' or 'ignore'"]),
     "cfg_options not an object": ({"train": {"cfg_options": "train_cfg.max_iters=4"}},
                                   ["params.train.cfg_options: Input should be a valid dictionary"]),
     "cfg_options value of the wrong type": ({"train": {"cfg_options": {"train_cfg.max_iters": "many"}}},
@@ -264,6 +285,11 @@ DEPLOYMENT: dict[str, tuple[dict[str, Any], list[str]]] = {
     "held-out classes naming one in two cases": ({"train": {"held_out": ["car", "Car"]}},
                                                  ["params.train.held_out", "class names 'car' and 'Car' differ only "
                                                   "in case"]),
+    "no training process": ({"train": {"nproc_per_node": 0}},
+                            ["params.train.nproc_per_node: Input should be greater than or equal to 1"]),
+    "two nodes under torchrun": ({"train": {"nproc_per_node": 2, "nnodes": 2}},
+                                 ["params.train.launcher", "torchrun starts processes on its own node only; nnodes=2 "
+                                  "needs launcher 'slurm'"]),
     "held-out class the dataset lacks": ({"train": {"held_out": ["unicorn"]}},
                                          ["--held-out 'unicorn': not a class of the ProLabDemoDataset"]),
     "classes for the LLM to describe that the dataset lacks": (
@@ -425,6 +451,9 @@ PREDICT: dict[str, Case] = {
     "new classes' descriptions naming one in two cases and spacings": (["--classes", "{in}/case-clash.json"],
                                                                        ["{in}/case-clash.json: class names 'Car' and "
                                                                         "'car ' differ only in case and spacing"]),
+    "--calibration without --add": (["--classes", "{in}/case-clash.json", "--calibration", "0.1"],
+                                    ["--calibration 0.1: it lowers the trained classes' scores against new ones; "
+                                     "give --classes NEW.json --add, or leave it at 0"]),
 }
 
 

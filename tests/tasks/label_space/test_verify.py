@@ -1,7 +1,9 @@
-"""verify_descriptions on crafted descriptions, with the real embedder (all-MiniLM-L6-v2)."""
+"""verify_descriptions on crafted descriptions and on the paper's GPT-3.5 descriptions (../shared),
+with the real embedder (all-MiniLM-L6-v2)."""
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
@@ -10,15 +12,18 @@ import pandas as pd
 import pytest
 
 from tasks.label_space.embed import embed_texts, load_encoder
-from tasks.label_space.llm import EXAMPLES
+from tasks.label_space.llm.prompts import EXAMPLES
 from tasks.label_space.verify import REASONS, VerifyError, flagged_counts, kept_descriptions, verify_descriptions
 from tasks.params import VerifyParams
+from tests.helpers.cli import CITYSCAPES, shared_path
 
 GOOD = {
     "sky": ["blue or grey expanse above the horizon", "white clouds drifting overhead", "bright in daylight"],
     "car": ["four wheels with black rubber tyres", "metal body with glass windows", "parked along streets"],
     "tree": ["tall brown trunk with branches", "green leaves forming a crown", "grows in parks and along avenues"],
 }
+MISATTRIBUTED = "a tall tree with bark and green leaves"  # says "tree": 0.64 to "a photo of a tree"
+OTHER_CLASS = "tall trunk covered in bark with green leaves"  # the tree's parts: 0.54 to it, under the floor
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +79,8 @@ def test_a_class_may_repeat_its_own_worked_example(embed) -> None:
 
 
 def test_a_line_about_another_class_is_misattributed_and_names_it(embed) -> None:
-    line = "tall trunk covered in bark with green leaves"
-    table = verify_descriptions(_with({"car": [line]}), embed)
-    row = _row(table, "car", line)
+    table = verify_descriptions(_with({"car": [MISATTRIBUTED]}), embed)
+    row = _row(table, "car", MISATTRIBUTED)
     assert (row["kept"], row["reason"], row["points_to"]) == (False, "misattributed", "tree")
     assert row["score"] >= VerifyParams().misattributed_margin
 
@@ -123,18 +127,78 @@ def test_too_long_is_off_by_default_and_flags_lines_over_the_limit(embed) -> Non
     assert flagged_counts(table) == {reason: int(reason == "too_long") for reason in REASONS}
 
 
-def test_a_rule_set_to_none_flags_nothing(embed) -> None:
-    line = "tall trunk covered in bark with green leaves"
-    params = VerifyParams(misattributed_margin=None)
-    assert verify_descriptions(_with({"car": [line]}), embed, params)["kept"].all()
+@pytest.mark.parametrize(("line", "off"), [
+    (MISATTRIBUTED, {"misattributed_margin": None, "other_class_margin": None}),  # other_class flags it too
+    (OTHER_CLASS, {"other_class_margin": None}),
+])
+def test_a_rule_set_to_none_flags_nothing(embed, line: str, off: dict) -> None:
+    assert not verify_descriptions(_with({"car": [line]}), embed)["kept"].all()
+    assert verify_descriptions(_with({"car": [line]}), embed, VerifyParams(**off))["kept"].all()
 
 
 def test_a_line_only_faintly_near_another_class_is_not_misattributed(embed) -> None:
-    line = "tall trunk covered in bark with green leaves"
-    row = _row(verify_descriptions(_with({"car": [line]}), embed), "car", line)
+    row = _row(verify_descriptions(_with({"car": [MISATTRIBUTED]}), embed), "car", MISATTRIBUTED)
     assert row["reason"] == "misattributed"
-    strict = VerifyParams(misattributed_min_cosine=0.95)  # "about the tree" must then be near-certain
-    assert verify_descriptions(_with({"car": [line]}), embed, strict)["kept"].all()
+    strict = VerifyParams(misattributed_min_cosine=0.95, other_class_margin=None)  # must be near-certain
+    assert verify_descriptions(_with({"car": [MISATTRIBUTED]}), embed, strict)["kept"].all()
+
+
+def test_a_line_describing_another_classs_parts_is_other_class_though_far_from_its_name(embed) -> None:
+    table = verify_descriptions(_with({"car": [OTHER_CLASS]}), embed)
+    row = _row(table, "car", OTHER_CLASS)  # misattributed is tried first and let it pass
+    assert (row["kept"], row["reason"], row["points_to"]) == (False, "other_class", "tree")
+    assert row["score"] >= VerifyParams().other_class_margin and table["kept"].sum() == 9
+    strict = VerifyParams(other_class_sentence_margin=0.5)  # must then be far nearer "a photo of a tree" too
+    assert verify_descriptions(_with({"car": [OTHER_CLASS]}), embed, strict)["kept"].all()
+
+
+def test_a_class_with_one_line_has_no_descriptions_to_compare_it_with(embed) -> None:
+    table = verify_descriptions({"car": [OTHER_CLASS], "sky": GOOD["sky"], "tree": GOOD["tree"]}, embed)
+    assert table["kept"].all()
+
+
+# Lines plainly about another Cityscapes class, planted into the paper's Cityscapes descriptions:
+# (planted into, line, the class it describes). The first two were among the lines the defaults
+# were chosen on (issue 28); the others were written afterwards.
+PLANTED = [
+    ("car", "has handlebars and pedals", "bicycle"),
+    ("car", "a tall thin metal post", "pole"),
+    ("road", "has leaves and branches", "vegetation"),
+    ("pole", "a two-wheeled motor vehicle with an engine and exhaust", "motorcycle"),
+    ("terrain", "red, yellow and green lamps stacked in a housing", "traffic light"),
+    ("wall", "blue with white clouds above the horizon", "sky"),
+    ("vegetation", "a person sitting on a bicycle or motorcycle", "rider"),
+    ("sidewalk", "a long train of carriages pulled along railway tracks", "train"),
+    ("sky", "grass and soil beside the road", "terrain"),
+    ("building", "has a windshield, four doors and a trunk", "car"),
+    ("truck", "walks on two legs and wears clothes", "person"),
+    ("bus", "a triangular or round plate with a symbol, telling drivers what to do", "traffic sign"),
+]
+
+
+def test_lines_planted_from_other_cityscapes_classes_are_flagged_naming_the_class_they_describe(embed) -> None:
+    descriptions = json.loads(shared_path(CITYSCAPES).read_text())
+    for into, line, _ in PLANTED:
+        descriptions[into] = [*descriptions[into], line]
+    table = verify_descriptions(descriptions, embed)
+    rows = {line: _row(table, into, line) for into, line, _ in PLANTED}
+    for _, line, about in PLANTED[:3]:
+        assert (rows[line]["reason"], rows[line]["points_to"]) == ("other_class", about), line
+    caught = [line for _, line, about in PLANTED if rows[line]["points_to"] == about]
+    # 8 of 12 at the defaults: "beside the road" points to road; the car's parts in building, the
+    # person in truck and the sign in bus are kept (sentence margins 0.15, 0.14, 0.09 < 0.18).
+    assert len(caught) >= 8, caught
+    papers = table[~table["text"].isin(rows)]
+    assert (~papers["kept"]).mean() <= 0.08
+
+
+@pytest.mark.parametrize("dataset", [  # the larger three embed 600-1700 lines each: a minute on a busy CPU
+    "cityscapes_bdd", *(pytest.param(name, marks=pytest.mark.slow)
+                        for name in ("ade20k", "coco_stuff_164k", "pascal_context_59"))])
+def test_the_defaults_flag_at_most_8_percent_of_the_papers_gpt35_lines(embed, dataset: str) -> None:
+    path = shared_path(f"data/prolab_descriptors/{dataset}_gpt3.5.json")
+    table = verify_descriptions(json.loads(path.read_text()), embed, examples=EXAMPLES)
+    assert (~table["kept"]).mean() <= 0.08, flagged_counts(table)
 
 
 def test_texts_are_embedded_lower_cased(embed) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from data.demo import DEMO_CLASSES
 from tasks.files import MANIFEST
-from tasks.label_space.llm import EXAMPLES
+from tasks.label_space.llm.prompts import EXAMPLES
 from tasks.params import DescribeParams, EndToEndParams, LabelSpaceParams, RepairParams, VerifyParams
 from tasks.registry import LABEL_SPACE_STAGES, plan_stages, run_stages
 from tasks.store import ArtifactStore
@@ -20,9 +20,10 @@ from tests.helpers.fake_llm import FakeLLM
 
 CRAFTED = {
     "sky": ["blue expanse above the horizon", "white clouds drifting overhead", "sky",
-            "the blue expanse above the horizon"],
+            "the blue expanse above the horizon",
+            "tall brown trunk covered in bark with green leaves on its branches"],
     "car": ["four wheels with black rubber tyres", "metal body with glass windows", EXAMPLES["bench"][2],
-            "tall brown trunk covered in bark with green leaves on its branches",
+            "a tall tree with bark and green leaves",
             "a long line that goes on about headlights, mirrors, doors, a bonnet and a boot"],
 }
 
@@ -55,13 +56,15 @@ def test_each_verify_rule_flags_its_crafted_line_and_the_manifest_records_the_th
     assert reasons[("car", EXAMPLES["bench"][2])] == "copied"
     assert reasons[("car", CRAFTED["car"][3])] == "misattributed"
     assert reasons[("car", CRAFTED["car"][4])] == "too_long"
+    assert reasons[("sky", CRAFTED["sky"][4])] == "other_class"
     assert pd.isna(reasons[("car", "four wheels with black rubber tyres")])
-    pointed = table.set_index("text").loc[CRAFTED["car"][3], "points_to"]
-    assert pointed == "tree"
+    pointed = table.set_index("text").loc[[CRAFTED["car"][3], CRAFTED["sky"][4]], "points_to"]
+    assert list(pointed) == ["tree", "tree"]
     kept = json.loads((paths["verify"] / "descriptions.json").read_text())
     assert kept["car"] == CRAFTED["car"][:2] and kept["sky"] == CRAFTED["sky"][:2], "flagged lines are dropped"
     manifest = json.loads((paths["verify"] / MANIFEST).read_text())
-    assert manifest["params"]["max_chars"] == 70 and manifest["params"]["near_duplicate_cosine"] == 0.9
+    recorded = manifest["params"]
+    assert recorded["label_space.verify.max_chars"] == 70 and recorded["label_space.verify.near_duplicate_cosine"] == 0.9
     assert manifest["params"]["examples"], "the few-shot prompt's examples are what copying is checked against"
 
     keeping = _params(fake_llm, verify=VerifyParams(max_chars=70, keep_flagged=True))

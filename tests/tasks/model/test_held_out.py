@@ -1,5 +1,6 @@
-"""The held-out protocol: held-out pixels ignored in training, the class absent from the training
-label space, present again in evaluation (seen/unseen mIoU, hIoU and the two controls)."""
+"""The held-out protocol: the training images holding a held-out class dropped (or its pixels
+ignored), the class absent from the training label space, present again in evaluation
+(seen/unseen mIoU, hIoU and the two controls; calibrated stacking's sweep over γ)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from tasks.label_space.embed import text_embedder
 from tasks.label_space.transfer import TransferError, held_out_key
 from tasks.model.evaluate import METRICS_FILE, SCORING_LABEL_SPACE, evaluate, reports, transfer_metrics
 from tasks.model.checkpoints import last_checkpoint
-from tasks.model.runs import RUN_RECORD, build_config, hold_out_classes
+from tasks.model.calibration import GRID
+from tasks.model.runs import RUN_RECORD, build_config, config_dataset_classes, drop_images_holding, hold_out_classes
 from tasks.model.train import train
 from tasks.store import ArtifactStore
 from tests.helpers.demo_runs import tiny_options
@@ -31,7 +33,7 @@ PERSON = DEMO_CLASSES.index("person")
 
 @pytest.fixture(scope="module")
 def embed(transfer_store: ArtifactStore):
-    return text_embedder("all-MiniLM-L6-v2", transfer_store.root / ".cache" / "embeddings")
+    return text_embedder("all-MiniLM-L6-v2", transfer_store.embedding_cache)
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +170,78 @@ def test_bad_held_out_classes_are_refused_before_training(held_out: list[str], m
     with pytest.raises(TransferError, match=message):
         train("demo", described_label_space, tmp_path / "work", demo_root, tiny_options(2), held_out=held_out)
     assert not (tmp_path / "work").exists()
+
+
+def test_drop_leaves_out_every_training_image_holding_a_held_out_class(demo_root: Path, described_label_space: Path,
+                                                                       tmp_path: Path) -> None:
+    """Of the six training images, only the first has no person."""
+    cfg = build_config("demo", described_label_space, tmp_path, demo_root, tiny_options(2))
+    classes = config_dataset_classes(cfg.train_dataloader.dataset)
+    assert drop_images_holding(cfg, ["person"], classes, "demo") == (5, 6)
+    assert cfg.train_dataloader.dataset.indices == [0]
+    with pytest.raises(ProLabInputError, match="every one of the 6 training images of config demo holds a held-out "
+                                               "class, none is left to train on; use --held-out-images ignore"):
+        drop_images_holding(build_config("demo", described_label_space, tmp_path, demo_root, tiny_options(2)),
+                            ["sky"], classes, "demo")
+
+
+def test_the_run_records_how_many_images_it_dropped(held_out_run: Path) -> None:
+    record = json.loads((held_out_run / RUN_RECORD).read_text())
+    assert record["held_out_images"] == {"rule": "drop", "dropped": 5, "of": 6}
+
+
+def test_the_image_rule_is_in_a_held_out_runs_key_only(demo_root: Path) -> None:
+    from tasks.model.train import plan
+    from tasks.params import EndToEndParams
+
+    def key(**train: object) -> str:
+        params = EndToEndParams.model_validate({"train": {"data_root": str(demo_root), **train}})
+        return plan(params, {"label_space": "repair/abc"}).key
+
+    assert key() == key(held_out_images="ignore")
+    assert key(held_out=["person"]) != key(held_out=["person"], held_out_images="ignore")
+
+
+def test_evaluation_sweeps_gamma_and_reports_the_gamma_chosen_on_training_images(evaluated: tuple[Path, dict]) -> None:
+    out, metrics = evaluated
+    found = metrics["calibration"]
+    assert found["gamma"] == 0.0 and found["chosen_on_images"] == 5 and "training split" in found["rule"]
+    assert [row["gamma"] for row in found["curve"]] == list(GRID)
+    at_zero = next(row for row in found["curve"] if row["gamma"] == 0.0)
+    assert {k: at_zero[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU")} == {
+        k: metrics[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU")}, "the sweep at 0 is the uncalibrated argmax"
+    assert found["curve"][0]["mIoU_unseen"] == 0.0, "at γ = -1 no unseen class is predicted"
+    assert found["chosen_gamma"] in GRID and 0 <= found["AUSUC"] <= 100
+    assert {k: next(r for r in found["curve"] if r["gamma"] == found["chosen_gamma"])[k]
+            for k in ("mIoU_seen", "mIoU_unseen", "hIoU")} == {k: found[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU")}
+    for control in ("swapped", "random_words"):
+        assert set(metrics["controls"][control]["calibration"]) == {"AUSUC", "chosen_gamma", "mIoU_seen",
+                                                                     "mIoU_unseen", "hIoU"}
+    assert metrics["held_out_images"] == {"rule": "drop", "dropped": 5, "of": 6}
+    assert (out / "seen_unseen_curve.png").is_file()
+    (table,) = [report for report in reports(out) if report.key == "evaluate-transfer"]
+    assert "Training images holding a held-out class: **drop** (5 of 6 training images dropped)" in table.description
+    assert f"| own descriptions | {found['chosen_gamma']:g} / " in table.description
+    assert any(report.key == "evaluate-seen-unseen-curve" for report in reports(out))
+
+
+def test_a_calibrated_evaluation_predicts_as_the_sweep_says(evaluated: tuple[Path, dict], held_out_run: Path,
+                                                            demo_root: Path, described_label_space: Path, embed,
+                                                            tmp_path: Path) -> None:
+    """The argmax with the seen scores lowered by γ (``PropertyEncoderDecoder.calibrate``) gives the
+    figures the sweep computed for that γ from the raw scores."""
+    curve = evaluated[1]["calibration"]["curve"]
+    gamma = 0.05
+    metrics = evaluate("demo", described_label_space, held_out_run, tmp_path, demo_root, "test", tiny_options(2),
+                       num_pictures=0, held_out=HELD_OUT, embed=embed, calibration=gamma)
+    row = next(r for r in curve if r["gamma"] == gamma)
+    for key in ("mIoU_seen", "mIoU_unseen", "hIoU"):
+        assert metrics[key] == pytest.approx(row[key], abs=0.02), key
+    assert metrics["calibration"]["gamma"] == gamma
+
+
+def test_calibration_without_held_out_classes_is_refused(described_run: Path, demo_root: Path,
+                                                         described_label_space: Path, tmp_path: Path) -> None:
+    with pytest.raises(ProLabInputError, match="--calibration 0.1: it lowers the trained classes' scores"):
+        evaluate("demo", described_label_space, described_run, tmp_path, demo_root, "test", tiny_options(2),
+                 calibration=0.1)

@@ -47,7 +47,7 @@ SPLIT = "val"  # 3 demo images
 
 @pytest.fixture(scope="module")
 def embed(transfer_store: ArtifactStore):
-    return text_embedder("all-MiniLM-L6-v2", transfer_store.root / ".cache" / "embeddings")
+    return text_embedder("all-MiniLM-L6-v2", transfer_store.embedding_cache)
 
 
 @pytest.fixture(scope="module")
