@@ -122,7 +122,7 @@ def write_training_run(run: Path, resumed: bool = False) -> None:
         (vis / "config.py").write_text("model = dict(type='PropertyEncoderDecoder')\n")
     (run / "prolab-demo.py").write_text("model = dict(type='PropertyEncoderDecoder')\ntrain_cfg = dict(max_iters=5)\n")
     (run / "iter_5.pth").write_bytes(b"weights")
-    (run / "manifest.json").write_text(json.dumps({"params": {"config": "demo", "cfg_options": {
+    (run / "manifest.json").write_text(json.dumps({"params": {"train.config": "demo", "train.cfg_options": {
         "train_cfg.max_iters": 5}}, "seconds": 12.5}))
 
 

@@ -66,7 +66,7 @@ def test_two_processes_train_with_gloo(tmp_path: Path, demo_root: Path, demo_lab
 
 
 def test_unknown_config_name(tmp_path: Path, demo_label_space: Path) -> None:
-    with pytest.raises(UnknownConfigError, match="known names: demo, demo_ce, camvid"):
+    with pytest.raises(UnknownConfigError, match="known names: demo, camvid, ade20k"):
         train("camvd", demo_label_space, tmp_path / "work")
 
 
