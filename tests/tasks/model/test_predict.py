@@ -173,6 +173,24 @@ def test_an_added_class_keeps_the_trained_predictions_where_it_does_not_win(pred
         np.testing.assert_array_equal(after[name][kept], before[name][kept], err_msg=name)
 
 
+def test_calibration_hands_an_added_class_the_pixels_the_trained_ones_win_by_less_than_gamma(
+        described_run: Path, images: Path, embed, tmp_path: Path) -> None:
+    """The trained classes' cosines, in [0, 1], are lowered by γ before the argmax: the added
+    class keeps every pixel it had and gains more as γ grows, and at γ = 1 it has them all."""
+    added = {"lawn": ["green leafy crown", "flat surface for cars to drive on"]}
+    new = len(DEMO_CLASSES)
+    maps = {}
+    for gamma in (0.0, 0.1, 1.0):
+        predict(described_run, [images], tmp_path / str(gamma), "demo", tiny_options(2), classes=added, add=True,
+                embed=embed, device="cpu", calibration=gamma)
+        maps[gamma] = _label_maps(tmp_path / str(gamma))
+    lawn = {gamma: sum(int((m == new).sum()) for m in found.values()) for gamma, found in maps.items()}
+    pixels = sum(m.size for m in maps[1.0].values())
+    assert lawn[0.0] <= lawn[0.1] < lawn[1.0] == pixels, lawn
+    for name, uncalibrated in maps[0.0].items():
+        assert (maps[0.1][name][uncalibrated == new] == new).all(), f"{name}: a lawn pixel lost to calibration"
+
+
 def test_a_new_class_none_of_whose_descriptions_reaches_the_floor_is_refused_by_name(
         described_run: Path, images: Path, embed, tmp_path: Path) -> None:
     with pytest.raises(TransferError, match="class 'pasta': none of its 1 descriptions reaches the similarity floor"):
