@@ -73,6 +73,15 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+def _nearest_other(similarities: np.ndarray, own: int) -> tuple[int, float]:
+    """The class other than ``own`` that a line is most similar to, and by how much more than to
+    its own (negative: its own class is nearer)."""
+    others = similarities.copy()
+    others[own] = -np.inf
+    other = int(np.argmax(others))
+    return other, float(similarities[other] - similarities[own])
+
+
 def _same_text(a: str, b: str) -> bool:
     """Equal up to case, spacing and punctuation."""
     def plain(text: str) -> str:
@@ -162,22 +171,15 @@ def verify_descriptions(
             if leak >= params.class_name_cosine:
                 reason, score = "leaks_class_name", leak
         if reason is None and params.misattributed_margin is not None and len(classes) > 1:
-            similarities = sentence_similarity[row].copy()
-            own = similarities[c]
-            similarities[c] = -np.inf
-            other = int(np.argmax(similarities))
-            margin = float(similarities[other] - own)
-            if margin >= params.misattributed_margin and similarities[other] >= params.misattributed_min_cosine:
+            other, margin = _nearest_other(sentence_similarity[row], c)
+            near = sentence_similarity[row, other] >= params.misattributed_min_cosine
+            if margin >= params.misattributed_margin and near:
                 reason, score, points_to = "misattributed", margin, classes[other]
         # Only with another line of its own class to compare with: a lone line has no class mean.
         if reason is None and params.other_class_margin is not None and len(classes) > 1 and class_counts[c] > 1:
             centroids = class_sums.copy()
             centroids[c] -= line_vectors[row]
-            similarities = _normalise(centroids) @ line_vectors[row]
-            own = similarities[c]
-            similarities[c] = -np.inf
-            other = int(np.argmax(similarities))
-            margin = float(similarities[other] - own)
+            other, margin = _nearest_other(_normalise(centroids) @ line_vectors[row], c)
             sentence_margin = float(sentence_similarity[row, other] - sentence_similarity[row, c])
             if margin >= params.other_class_margin and sentence_margin >= params.other_class_sentence_margin:
                 reason, score, points_to = "other_class", margin, classes[other]
@@ -224,7 +226,7 @@ def flagged_counts(table: pd.DataFrame) -> dict[str, int]:
 
 # --------------------------------------------------------------------------------- the stage
 
-VERSION = "3"  # 2: the question and other_script rules; 3: the key holds the declared parameters (READS)
+VERSION = "3"  # 2: the question and other_script rules; 3: the other_class rule, the declared key (READS)
 # What verify's key reads when it is on (off, the descriptions pass through and it reads nothing).
 READS = ("label_space.verify", "label_space.embed.embedder")
 TABLE = "verification.parquet"

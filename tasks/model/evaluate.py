@@ -255,6 +255,13 @@ def _calibration_loader(cfg: Any, held_out: Sequence[str], classes: Sequence[str
     return loader, len(holding)
 
 
+def check_calibration(gamma: float, held_out: Sequence[str]) -> None:
+    """γ lowers the trained classes' scores against classes scored from words: it needs held-out classes."""
+    if gamma and not held_out:
+        raise ProLabInputError(f"--calibration {gamma}: it lowers the trained classes' scores against classes "
+                               f"scored from words; give --held-out, or leave it at 0")
+
+
 def evaluate(
     config: str | Path,
     label_space: Path,
@@ -281,9 +288,7 @@ def evaluate(
     classes' scores lowered by it before the argmax), and under ``calibration`` the sweep over γ:
     the curve, AUSUC, and the figures at the γ chosen by ``calibration.CHOICE_RULE``."""
     out_dir = Path(out_dir)
-    if calibration and not held_out:
-        raise ProLabInputError(f"--calibration {calibration}: it lowers the trained classes' scores against classes "
-                               f"scored from words; evaluate a run with --held-out, or leave it at 0")
+    check_calibration(calibration, held_out)
     space = load_label_space(label_space)
     checkpoint_file = last_checkpoint(Path(checkpoint))
     record = check_held_out_run(Path(checkpoint), held_out)
@@ -398,11 +403,9 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     identity = model_identity(params.train)
     select_test_split(identity.config, params.train.config, params.evaluate.split)  # refused here, before any stage runs
     settings: dict[str, Any] = {**declared_params(params, READS), "config_sha256": identity.config_sha256}
+    check_calibration(params.evaluate.calibration, params.train.held_out)
     if params.train.held_out:
         settings["floor"] = SIMILARITY_FLOOR
-    elif params.evaluate.calibration:
-        raise ProLabInputError(f"--calibration {params.evaluate.calibration}: it lowers the trained classes' scores "
-                               f"against classes scored from words; give --held-out, or leave it at 0")
     return StagePlan("evaluate", VERSION, settings,
                      {"run": inputs["run"], "label_space": inputs["label_space"], "dataset": identity.dataset},
                      identity.sources)

@@ -210,6 +210,13 @@ def _palette(cfg: Any, classes: Sequence[str]) -> list[list[int]]:
     return palette
 
 
+def check_calibration(gamma: float, adds_classes: bool) -> None:
+    """γ lowers the trained classes' scores against new ones: it needs classes added to them."""
+    if gamma and not adds_classes:
+        raise PredictInputError(f"--calibration {gamma}: it lowers the trained classes' scores against new ones; "
+                                f"give --classes NEW.json --add, or leave it at 0")
+
+
 def predict(
     run: Path,
     images: Sequence[Path],
@@ -240,9 +247,7 @@ def predict(
     from mmengine.dataset import pseudo_collate
 
     out_dir = Path(out_dir)
-    if calibration and not (classes and add):
-        raise PredictInputError(f"--calibration {calibration}: it lowers the trained classes' scores against new "
-                                f"ones; give --classes NEW.json --add, or leave it at 0")
+    check_calibration(calibration, bool(classes) and add)
     files, others = image_files(images)
     checkpoint = last_checkpoint(Path(run))
     trained = load_label_space(label_space or _run_label_space(Path(run)))
@@ -399,9 +404,7 @@ def plan(params: EndToEndParams, inputs: Mapping[str, str]) -> StagePlan:
     files, others = image_files(predict.images)
     if predict.add and predict.classes is None:
         raise PredictInputError("--add: give --classes NEW.json, the classes to add to the trained ones")
-    if predict.calibration and not predict.add:
-        raise PredictInputError(f"--calibration {predict.calibration}: it lowers the trained classes' scores against "
-                                f"new ones; give --classes NEW.json --add, or leave it at 0")
+    check_calibration(predict.calibration, predict.add)  # --add without --classes is refused above
     settings = {**declared_params(params, READS, UNKEYED), "config_sha256": config_sha256(params.train),
                 "classes": _class_words_identity(params)}
     refs = {"run": inputs["run"], "images": _image_identity(files, others)}

@@ -189,9 +189,10 @@ def drop_images_holding(cfg: Config, held_out: Sequence[str], classes: Sequence[
     return len(holding), total
 
 
-def check_classes(space_classes: Sequence[str], dataset_cfg: dict, where: str | Path) -> None:
+def check_classes(space_classes: Sequence[str], dataset_cfg: dict, where: str | Path) -> list[str]:
     """Refuse a label space (``where``: its directory, or what its classes come from) whose
-    classes are not the dataset's: another count, or the same names in another label order."""
+    classes are not the dataset's: another count, or the same names in another label order.
+    Returns the dataset's classes."""
     classes = config_dataset_classes(dataset_cfg)
     if len(classes) != len(space_classes):
         raise LabelSpaceMismatchError(
@@ -203,6 +204,7 @@ def check_classes(space_classes: Sequence[str], dataset_cfg: dict, where: str | 
             f"{where}: the same classes as the dataset {dataset_cfg['type']} in another order (label {label} is "
             f"{classes[label]!r} in the dataset, {space_classes[label]!r} in the label space): every pixel would be "
             f"trained as another class; build the label space with --dataset for the dataset's order")
+    return classes
 
 
 def check_inputs(cfg: Config, space: LabelSpace, dataloader: str) -> None:
@@ -211,8 +213,7 @@ def check_inputs(cfg: Config, space: LabelSpace, dataloader: str) -> None:
     root = dataset.get("data_root")
     if root is not None and not Path(root).is_dir():
         raise DatasetLayoutError(f"{root}: data root not found (the {dataset['type']} of {dataloader})")
-    check_classes(space.classes, dataset, space.path)
-    classes = config_dataset_classes(dataset)
+    classes = check_classes(space.classes, dataset, space.path)
     if classes != space.classes:
         log.warning("%s: label space classes %s differ in name from the dataset's %s", space.path, space.classes,
                     classes)
